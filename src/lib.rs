@@ -1,0 +1,62 @@
+//! # sidekick — a client-side HTTP load balancer
+//!
+//! Every client process embeds its own small balancer: no central load balancer to bottleneck or
+//! fail, no DNS failover to wait for. Endpoints are grouped in ordered **sites** (MinIO sidekick's
+//! `SITE` syntax, `http://minio{1...4}:9000`); active **health probes** and **passive ejection**
+//! keep dead endpoints out of rotation; traffic **fails over** to the next site when a site has
+//! no endpoint left, and comes back when it recovers; inside a site the **power of two choices**
+//! over a peak-EWMA load score sends each request to a lightly loaded, fast endpoint; failed
+//! requests are **retried on another endpoint** within a retry budget.
+//!
+//! The engine is [`Balancer`]: pick an endpoint, send, report the [`Outcome`]. On top of it:
+//!
+//! - `service` (feature `tower`): a tower [`Layer`](service::SidekickLayer) that balances any
+//!   `Service<http::Request<B>>`, such as hyper-util's client, with retries and body replay;
+//! - `Client` (feature `client`): hyper-util + rustls + the layer, ready to use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sidekick::Error> {
+//! use std::time::Duration;
+//! use sidekick::{Balancer, Outcome};
+//!
+//! let balancer = Balancer::builder()
+//!     .site("http://127.0.0.1:{9001...9004}")
+//!     .site("http://127.0.0.2:{9001...9004}")
+//!     .health_path("/minio/health/ready")
+//!     .build()?;
+//! balancer.ready(Duration::from_secs(5)).await?;
+//!
+//! let lease = balancer.pick()?;          // fails fast when nothing is available
+//! // ... send the request to lease.url() with your own HTTP stack ...
+//! lease.finish(Outcome::Status(200));    // feeds latency, health and load back
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod balance;
+mod balancer;
+pub mod endpoint;
+mod error;
+pub mod failover;
+mod health;
+pub mod retry;
+pub mod site;
+mod transport;
+
+#[cfg(feature = "tower")]
+pub mod service;
+
+#[cfg(feature = "client")]
+mod client;
+
+pub use balance::Policy;
+pub use balancer::{Balancer, Builder, Event, HostPolicy, Lease, Outcome};
+pub use endpoint::{EndpointId, EndpointInfo, EndpointState};
+pub use error::{BoxError, Error};
+pub use failover::EjectReason;
+pub use site::Target;
+
+#[cfg(feature = "client")]
+pub use client::Client;

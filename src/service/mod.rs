@@ -1,0 +1,459 @@
+//! tower middleware: balance any `Service<http::Request<B>>` over a [`Balancer`].
+//!
+//! [`SidekickLayer`] wraps an HTTP client service (hyper-util's legacy client, or anything with the
+//! same shape). For each request it picks an endpoint, rewrites the URI's scheme and authority to
+//! it (prefixing the endpoint's base path, if any), keeps the caller's `Host` header unless told
+//! otherwise ([`HostPolicy`](crate::HostPolicy)), reports latency and outcome back to the
+//! balancer, and retries on a different endpoint by the rules of [`crate::retry`].
+//!
+//! The inner service receives [`RetryBody<B>`] bodies: a buffered copy when the body is small
+//! enough to replay, the caller's stream otherwise.
+//!
+//! `poll_ready` is always ready: readiness of the inner service is awaited per attempt, and a
+//! request with no endpoint to go to fails at once with [`Error::is_no_endpoint`] instead of
+//! waiting forever (a known trap of `tower::balance`).
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::{connect::HttpConnector, Client};
+//! use hyper_util::rt::TokioExecutor;
+//! use sidekick::service::{RetryBody, SidekickLayer};
+//! use tower::{Layer, ServiceExt};
+//!
+//! let balancer = sidekick::Balancer::builder()
+//!     .site("http://127.0.0.1:{9001...9003}")
+//!     .build()?;
+//! let inner: Client<HttpConnector, RetryBody<Full<Bytes>>> =
+//!     Client::builder(TokioExecutor::new()).build_http();
+//! let svc = SidekickLayer::new(balancer).layer(inner);
+//! let req = http::Request::get("/bucket/key").body(Full::new(Bytes::new()))?;
+//! let resp = svc.oneshot(req).await?;
+//! println!("{}", resp.status());
+//! # Ok(()) }
+//! ```
+
+mod body;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use body::RetryBody;
+
+use crate::balancer::{Balancer, Core, HostPolicy, Lease, Outcome};
+use crate::error::{BoxError, Error, Kind};
+use crate::retry::{is_idempotent, MAX_CONNECT_ATTEMPTS};
+
+/// A tower [`Layer`] that balances requests over a [`Balancer`]'s endpoints.
+#[derive(Clone, Debug)]
+pub struct SidekickLayer {
+    balancer: Balancer,
+}
+
+impl SidekickLayer {
+    /// A layer over this balancer (cheap: the balancer is shared, not copied).
+    pub fn new(balancer: Balancer) -> Self {
+        SidekickLayer { balancer }
+    }
+}
+
+impl<S> Layer<S> for SidekickLayer {
+    type Service = Sidekick<S>;
+
+    fn layer(&self, inner: S) -> Sidekick<S> {
+        Sidekick::new(self.balancer.clone(), inner)
+    }
+}
+
+/// The balancing service made by [`SidekickLayer`].
+#[derive(Clone, Debug)]
+pub struct Sidekick<S> {
+    inner: S,
+    balancer: Balancer,
+}
+
+impl<S> Sidekick<S> {
+    /// Wrap `inner` (an HTTP client service) with `balancer`.
+    pub fn new(balancer: Balancer, inner: S) -> Self {
+        Sidekick { inner, balancer }
+    }
+
+    /// The balancer.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The future returned by [`Sidekick`].
+pub type ResponseFuture<RB> =
+    Pin<Box<dyn Future<Output = Result<Response<RB>, Error>> + Send + 'static>>;
+
+impl<S, B, RB> Service<Request<B>> for Sidekick<S>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = Error;
+    type Future = ResponseFuture<RB>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let core = self.balancer.core.clone();
+        Box::pin(send(core, inner, req))
+    }
+}
+
+// ===== the request loop =====
+
+/// Where the body of each attempt comes from.
+enum Source<B> {
+    /// Buffered: every attempt gets the same bytes.
+    Replay(Bytes),
+    /// Streamed once; still in the slot while no attempt has read it.
+    Stream(Arc<Mutex<Option<B>>>, http_body::SizeHint, bool),
+}
+
+impl<B> Source<B> {
+    fn body(&self) -> RetryBody<B> {
+        match self {
+            Source::Replay(b) => RetryBody::full(b.clone()),
+            Source::Stream(slot, hint, end) => RetryBody::lazy(slot.clone(), hint.clone(), *end),
+        }
+    }
+
+    fn intact(&self) -> bool {
+        match self {
+            Source::Replay(_) => true,
+            Source::Stream(slot, _, _) => match slot.lock() {
+                Ok(g) => g.is_some(),
+                Err(p) => p.into_inner().is_some(),
+            },
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Source::Replay(_))
+    }
+}
+
+/// How one failed attempt is classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// Nothing was sent.
+    Connect,
+    /// No response in time.
+    Timeout,
+    /// The connection broke after sending.
+    Reset,
+    /// Something else (an error of the inner service we cannot read).
+    Other,
+}
+
+impl Failure {
+    fn outcome(self) -> Outcome {
+        match self {
+            Failure::Connect => Outcome::Connect,
+            Failure::Timeout => Outcome::Timeout,
+            Failure::Reset => Outcome::Reset,
+            Failure::Other => Outcome::Failed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Reset => "reset",
+            Failure::Other => "error",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Failure::Connect => Kind::Connect,
+            Failure::Timeout => Kind::Timeout,
+            Failure::Reset | Failure::Other => Kind::Request,
+        }
+    }
+}
+
+/// Read an error's cause chain to tell "nothing sent" from "sent, then broke".
+fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut seen_hyper = false;
+    while let Some(e) = cur {
+        if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if e.is_connect() {
+                return Failure::Connect;
+            }
+            seen_hyper = true;
+        }
+        if let Some(e) = e.downcast_ref::<Error>() {
+            match e.kind() {
+                Kind::Connect => return Failure::Connect,
+                Kind::Timeout => return Failure::Timeout,
+                _ => {}
+            }
+        }
+        if e.is::<tokio::time::error::Elapsed>() {
+            return Failure::Timeout;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused | K::AddrNotAvailable | K::NotConnected => {
+                    return Failure::Connect
+                }
+                K::TimedOut => return Failure::Timeout,
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    return Failure::Reset
+                }
+                _ => {}
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return Failure::Reset;
+            }
+            seen_hyper = true;
+        }
+        cur = e.source();
+    }
+    if seen_hyper {
+        Failure::Reset
+    } else {
+        Failure::Other
+    }
+}
+
+fn rewrite<B>(
+    lease: &Lease,
+    method: &http::Method,
+    pq: &str,
+    version: http::Version,
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+    host_policy: HostPolicy,
+    body: RetryBody<B>,
+) -> Result<Request<RetryBody<B>>, Error> {
+    let base = lease.base_path();
+    let uri = http::Uri::builder()
+        .scheme(lease.scheme().clone())
+        .authority(lease.authority().clone());
+    let uri = if base.is_empty() {
+        uri.path_and_query(pq)
+    } else {
+        uri.path_and_query(format!("{base}{pq}"))
+    };
+    let uri = uri
+        .build()
+        .map_err(|e| Error::new(Kind::Request).with_source(e))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers.clone();
+    *req.extensions_mut() = extensions.clone();
+    if host_policy == HostPolicy::Rewrite {
+        if let Ok(v) = HeaderValue::from_str(lease.authority().as_str()) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    Ok(req)
+}
+
+async fn send<S, B, RB>(core: Arc<Core>, mut inner: S, req: Request<B>) -> Result<Response<RB>, Error>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    core.budget.deposit(core.now_ns());
+    let cfg = &core.cfg;
+    let (parts, body) = req.into_parts();
+    let idempotent = is_idempotent(&parts.method);
+
+    // Body: buffer it when a retry after sending could use it, stream it otherwise.
+    let hint = body.size_hint();
+    let source = if body.is_end_stream() {
+        Source::Replay(Bytes::new())
+    } else if idempotent
+        && cfg.retry.max_attempts > 1
+        && hint.upper().is_some_and(|u| u <= cfg.retry.buffer as u64)
+    {
+        let limit = cfg.retry.buffer;
+        let bytes = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| Error::new(Kind::Body).with_source(e))?
+            .to_bytes();
+        Source::Replay(bytes)
+    } else {
+        let end = body.is_end_stream();
+        Source::Stream(Arc::new(Mutex::new(Some(body))), hint, end)
+    };
+
+    // The caller's Host survives: SigV4 signs it.
+    let mut headers = parts.headers;
+    if cfg.host_policy == HostPolicy::Keep && !headers.contains_key(http::header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+
+    let mut tried: Vec<u64> = Vec::with_capacity(2);
+    let mut lease = core.pick(&tried)?;
+    let mut attempts: u32 = 0;
+    let mut sent_attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        tried.push(lease.id());
+        let req = rewrite(
+            &lease,
+            &parts.method,
+            &pq,
+            parts.version,
+            &headers,
+            &parts.extensions,
+            cfg.host_policy,
+            source.body(),
+        )?;
+        if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
+            let e: BoxError = e.into();
+            lease.finish(Outcome::Cancelled);
+            return Err(Error::new(Kind::Request).with_source(e));
+        }
+        let fut = inner.call(req);
+        let result = match cfg.attempt_timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r.map_err(|e| classify_boxed(e.into())),
+                Err(elapsed) => Err((Failure::Timeout, Box::new(elapsed) as BoxError)),
+            },
+            None => fut.await.map_err(|e| classify_boxed(e.into())),
+        };
+        match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if cfg.retry.statuses.contains(&status)
+                    && idempotent
+                    && source.replayable()
+                    && sent_attempts + 1 < cfg.retry.max_attempts
+                {
+                    if let Ok(next) = core.pick(&tried) {
+                        if core.budget.withdraw(core.now_ns()) {
+                            core.emit_retry(lease.url(), attempts, "status");
+                            lease.finish(Outcome::Status(status));
+                            sent_attempts += 1;
+                            lease = next;
+                            continue;
+                        }
+                        core.emit_budget_exhausted(lease.url());
+                    }
+                }
+                lease.finish(Outcome::Status(status));
+                return Ok(resp);
+            }
+            Err((failure, err)) => {
+                let url = lease.url().to_string();
+                let not_sent = failure == Failure::Connect && source.intact();
+                if !not_sent {
+                    sent_attempts += 1;
+                }
+                lease.finish(failure.outcome());
+                let may_retry = if not_sent {
+                    (attempts as usize) < MAX_CONNECT_ATTEMPTS
+                } else {
+                    idempotent
+                        && source.replayable()
+                        && failure != Failure::Other
+                        && sent_attempts < cfg.retry.max_attempts
+                };
+                let fail = || {
+                    Error::new(failure.kind())
+                        .with_endpoint(url.clone())
+                        .with_source(err)
+                };
+                if !may_retry {
+                    return Err(fail());
+                }
+                let Ok(next) = core.pick(&tried) else {
+                    return Err(fail());
+                };
+                if !not_sent && !core.budget.withdraw(core.now_ns()) {
+                    core.emit_budget_exhausted(&url);
+                    return Err(fail());
+                }
+                core.emit_retry(&url, attempts, failure.name());
+                lease = next;
+            }
+        }
+    }
+}
+
+fn classify_boxed(e: BoxError) -> (Failure, BoxError) {
+    let f = classify(&*e);
+    (f, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_kinds_are_classified() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no");
+        assert_eq!(classify(&refused), Failure::Connect);
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "rst");
+        assert_eq!(classify(&reset), Failure::Reset);
+        let other = std::io::Error::other("x");
+        assert_eq!(classify(&other), Failure::Other);
+        let ours = Error::new(Kind::Timeout);
+        assert_eq!(classify(&ours), Failure::Timeout);
+    }
+}
