@@ -36,7 +36,7 @@ use crate::endpoint::{
 };
 use crate::error::{Error, Kind};
 use crate::failover::{self, EjectConfig, EjectReason};
-use crate::health::{self, ProbeClient, ProbeConfig, Verdict};
+use crate::health::{self, ProbeConfig, ProbeFn, Prober, Verdict};
 use crate::retry::{Budget, RetryConfig};
 use crate::site::{self, Target};
 use crate::transport::{self, ServerNames};
@@ -211,6 +211,7 @@ pub struct Builder {
     err: Option<Error>,
     events: Option<EventFn>,
     resolver: Option<ResolveFn>,
+    probe_fn: Option<ProbeFn>,
     runtime: Option<Handle>,
 }
 
@@ -255,6 +256,7 @@ impl Builder {
             err: None,
             events: None,
             resolver: None,
+            probe_fn: None,
             runtime: None,
         }
     }
@@ -494,6 +496,19 @@ impl Builder {
         self
     }
 
+    /// Probe endpoints with this function instead of an HTTP `GET` (a TCP check, a gRPC health
+    /// call, a test double). It receives the endpoint URL and resolves to `Ok(())` when healthy,
+    /// `Err(reason)` otherwise; the health timeout, interval, jitter and rise/fall still apply.
+    /// Default: the HTTP probe.
+    pub fn probe_fn<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.probe_fn = Some(Arc::new(move |u| Box::pin(f(u))));
+        self
+    }
+
     /// rustls configuration for HTTPS endpoints. Default: the system's root certificates.
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
@@ -596,20 +611,22 @@ impl Builder {
         }
         let cfg = self.cfg;
         let names = ServerNames::default();
-        let probe_client = if cfg.probe.enabled {
+        let prober = if !cfg.probe.enabled {
+            None
+        } else if let Some(f) = self.probe_fn {
+            Some(Prober::Custom(f))
+        } else {
             let _guard = runtime.enter();
             #[cfg(feature = "tls")]
             let conn = transport::connector(cfg.connect_timeout, cfg.tls.clone(), names.clone())?;
             #[cfg(not(feature = "tls"))]
             let conn = transport::connector(cfg.connect_timeout, names.clone())?;
-            Some(
+            Some(Prober::Http(
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(1)
                     .build(conn),
-            )
-        } else {
-            None
+            ))
         };
         let load_cfg = LoadConfig {
             decay_ns: cfg.ewma_decay.as_nanos() as f64,
@@ -648,7 +665,7 @@ impl Builder {
             changed,
             events: self.events,
             resolver: self.resolver,
-            probe_client,
+            prober,
             names,
             runtime,
             next_id: AtomicU64::new(1),
@@ -689,7 +706,7 @@ pub(crate) struct Core {
     changed: tokio::sync::watch::Sender<u64>,
     events: Option<EventFn>,
     resolver: Option<ResolveFn>,
-    probe_client: Option<ProbeClient>,
+    prober: Option<Prober>,
     pub(crate) names: ServerNames,
     pub(crate) runtime: Handle,
     next_id: AtomicU64,
@@ -787,6 +804,13 @@ impl Core {
             }
             None => authority.as_str().to_string(),
         };
+        let probe_host_for_requests = match server_name {
+            Some(name) if target.authority().ends_with(&format!(":{}", target.port())) => {
+                format!("{name}:{}", target.port())
+            }
+            Some(name) => name.to_string(),
+            None => String::new(),
+        };
         let probe_host = match server_name {
             Some(name) => {
                 let port = self.cfg.probe.port.unwrap_or(target.port());
@@ -824,12 +848,14 @@ impl Core {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             site: site_idx,
             origin,
-            url: target.as_str().to_string(),
+            // Never the userinfo: URLs end up in logs and metrics.
+            url: format!("{}://{}{}", target.scheme(), target.authority(), target.path()),
             base_path: target.path().to_string(),
             target,
             scheme,
             authority,
             probe_uri,
+            virtual_host: server_name.and_then(|_| http::HeaderValue::from_str(&probe_host_for_requests).ok()),
             probe_host,
             load: Default::default(),
             health: health.into(),
@@ -845,12 +871,12 @@ impl Core {
     }
 
     fn start_probe(self: &Arc<Self>, ep: &Arc<Endpoint>) {
-        if let Some(client) = &self.probe_client {
+        if let Some(prober) = &self.prober {
             let fut = health::run(
                 Arc::downgrade(self),
                 ep.clone(),
                 self.probe_cfg.clone(),
-                client.clone(),
+                prober.clone(),
                 ep.cancel.clone(),
             );
             self.runtime.spawn(fut);
@@ -1429,6 +1455,11 @@ impl Lease {
 
     pub(crate) fn authority(&self) -> &http::uri::Authority {
         &self.ep.authority
+    }
+
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn virtual_host(&self) -> Option<&http::HeaderValue> {
+        self.ep.virtual_host.as_ref()
     }
 
     pub(crate) fn base_path(&self) -> &str {

@@ -107,6 +107,8 @@ pub(crate) struct Endpoint {
     /// Base path without trailing `/`, prefixed to request paths; "" when none.
     pub(crate) base_path: String,
     pub(crate) probe_uri: Option<http::Uri>,
+    /// For an address fanned out from a host name: the `Host` to send when the caller gave none.
+    pub(crate) virtual_host: Option<http::HeaderValue>,
     /// `Host` header for probes (the original host name for a fanned-out address).
     pub(crate) probe_host: String,
     pub(crate) load: Load,

@@ -148,6 +148,21 @@ pub(crate) fn next_delay(interval: Duration, jitter: f64, u: f64) -> Duration {
 
 pub(crate) type ProbeClient = HyperClient<Connector, Empty<Bytes>>;
 
+/// A user-supplied probe: given the endpoint URL, resolves to `Ok(())` when healthy or to
+/// `Err(reason)`. See [`Builder::probe_fn`](crate::Builder::probe_fn).
+pub(crate) type ProbeFn = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How probes are sent: HTTP by default, or a user function.
+#[derive(Clone)]
+pub(crate) enum Prober {
+    Http(ProbeClient),
+    Custom(ProbeFn),
+}
+
 /// Why one probe failed, for logs and events.
 pub(crate) fn probe_once(
     client: &ProbeClient,
@@ -196,13 +211,14 @@ pub(crate) async fn run(
     core: Weak<Core>,
     ep: Arc<Endpoint>,
     cfg: Arc<ProbeConfig>,
-    client: ProbeClient,
+    prober: Prober,
     cancel: CancellationToken,
 ) {
     let Some(uri) = ep.probe_uri.clone() else {
         return;
     };
     let host = ep.probe_host.clone();
+    let url = ep.url.clone();
     let mut state = Hysteresis::new(cfg.rise, cfg.fall);
     let mut delay = first_delay(cfg.interval, cfg.jitter, fastrand::f64());
     // Bounded by cancellation: the loop ends when the balancer (or this endpoint) is dropped.
@@ -213,7 +229,15 @@ pub(crate) async fn run(
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = probe_once(&client, &uri, &host, cfg.timeout, &cfg.healthy) => r,
+            r = async {
+                match &prober {
+                    Prober::Http(client) => probe_once(client, &uri, &host, cfg.timeout, &cfg.healthy).await,
+                    Prober::Custom(f) => match tokio::time::timeout(cfg.timeout, f(url.clone())).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("probe timed out after {:?}", cfg.timeout)),
+                    },
+                }
+            } => r,
         };
         let Some(core) = core.upgrade() else { return };
         let ok = result.is_ok();

@@ -75,7 +75,8 @@ pub(crate) fn connector(
         Some(cfg) => rustls::ClientConfig::clone(&cfg),
         None => default_tls_config()?,
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // hyper-rustls sets ALPN from the enabled protocols (HTTP/1.1 only) and refuses a preset one.
+    cfg.alpn_protocols.clear();
     let resolver = move |uri: &http::Uri| {
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let host = match names.lookup(authority) {

@@ -294,6 +294,11 @@ fn rewrite<B>(
         if let Ok(v) = HeaderValue::from_str(lease.authority().as_str()) {
             req.headers_mut().insert(http::header::HOST, v);
         }
+    } else if !req.headers().contains_key(http::header::HOST) {
+        // An address fanned out from a host name is still addressed by that name.
+        if let Some(v) = lease.virtual_host() {
+            req.headers_mut().insert(http::header::HOST, v.clone());
+        }
     }
     Ok(req)
 }

@@ -124,7 +124,11 @@ fn check_behavior(name: &str, b: &Behavior) {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -133,10 +137,17 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 impl Backend {
     /// Start a backend named `name` (used in x-backend header and body prefix) on 127.0.0.1:0.
     pub async fn start(name: &str, behavior: Behavior) -> Backend {
+        Backend::start_at(name, behavior, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Like [`Backend::start`], on a given loopback address (e.g. `127.0.0.2:PORT`, to serve one
+    /// port on several addresses).
+    pub async fn start_at(name: &str, behavior: Behavior, at: SocketAddr) -> Backend {
+        assert!(at.ip().is_loopback(), "tests bind loopback only, not {at}");
         check_behavior(name, &behavior);
-        let listener = match bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {
+        let listener = match bind(at) {
             Ok(l) => l,
-            Err(e) => panic!("backend {name}: cannot bind 127.0.0.1:0: {e}"),
+            Err(e) => panic!("backend {name}: cannot bind {at}: {e}"),
         };
         let addr = match listener.local_addr() {
             Ok(a) => a,
