@@ -261,7 +261,16 @@ pub(crate) fn select<C: Candidate>(
                         }
                         let ca = list[a].load().cost(now_ns, seed_ns, cfg);
                         let cb = list[b].load().cost(now_ns, seed_ns, cfg);
-                        return Some(if ca < cb || (ca == cb && fastrand::bool()) {
+                        // Scores within 1 % are a tie: estimates are noisy, and a fixed winner
+                        // would get every request while the other idles.
+                        let tie = (ca - cb).abs() <= TIE_TOLERANCE * ca.max(cb);
+                        return Some(if tie {
+                            if fastrand::bool() {
+                                a
+                            } else {
+                                b
+                            }
+                        } else if ca < cb {
                             a
                         } else {
                             b
@@ -312,6 +321,9 @@ pub(crate) fn select<C: Candidate>(
         }
     }
 }
+
+/// Relative difference under which two P2C scores count as equal.
+const TIE_TOLERANCE: f64 = 0.01;
 
 fn scan_from<C>(list: &[C], start: usize, eligible: &impl Fn(&C) -> bool) -> Option<usize> {
     let n = list.len();

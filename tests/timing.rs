@@ -1,0 +1,203 @@
+//! Timing logic on tokio's paused clock: probe schedule and jitter, rise/fall, the trial backoff
+//! of an ejected endpoint, and the decay of the latency estimate. No sockets: probes go through
+//! `probe_fn`, so the clock can jump without real I/O in between.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sidekick::{Balancer, EndpointState, Outcome};
+use tokio::time::{sleep, Instant};
+
+fn states(b: &Balancer) -> Vec<EndpointState> {
+    b.endpoints().iter().map(|e| e.state).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_are_jittered_from_the_first_one_on() {
+    let t0 = Instant::now();
+    let seen: Arc<Mutex<HashMap<String, Vec<Duration>>>> = Arc::default();
+    let s = seen.clone();
+    let interval = Duration::from_secs(10);
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:{20001...20020}")
+        .health_interval(interval)
+        .health_jitter(0.5)
+        .probe_fn(move |url| {
+            s.lock().unwrap().entry(url).or_default().push(t0.elapsed());
+            async { Ok(()) }
+        })
+        .build()
+        .unwrap();
+    sleep(Duration::from_secs(100)).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 20);
+    let mut firsts = Vec::new();
+    for (url, times) in seen.iter() {
+        // First probe within jitter × min(interval, 1 s).
+        assert!(times[0] <= Duration::from_millis(500), "{url}: first probe at {:?}", times[0]);
+        firsts.push(times[0]);
+        // Then interval + uniform[0, jitter × interval).
+        assert!(times.len() >= 6, "{url}: only {} probes in 100 s", times.len());
+        for w in times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= interval && gap <= interval.mul_f64(1.5), "{url}: gap {gap:?}");
+        }
+    }
+    firsts.sort();
+    firsts.dedup();
+    assert!(firsts.len() > 10, "first probes are in lockstep: {firsts:?}");
+    drop(seen);
+    assert!(states(&b).iter().all(|s| *s == EndpointState::Up));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rise_and_fall_thresholds_count_consecutive_probes() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:20101")
+        .health_interval(Duration::from_secs(1))
+        .health_jitter(0.0)
+        .rise(2)
+        .fall(3)
+        .probe_fn(move |_| {
+            let ok = h.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("down".to_string())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    // Probes at t = 0, 1, 2, ... (no jitter). Unhealthy at first.
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(states(&b), [EndpointState::Down]);
+    healthy.store(true, Ordering::SeqCst);
+    sleep(Duration::from_secs(1)).await; // one pass (t=1)
+    assert_eq!(states(&b), [EndpointState::Down]);
+    sleep(Duration::from_secs(1)).await; // second pass (t=2)
+    assert_eq!(states(&b), [EndpointState::Up]);
+    healthy.store(false, Ordering::SeqCst);
+    sleep(Duration::from_secs(2)).await; // two failures (t=3,4)
+    assert_eq!(states(&b), [EndpointState::Up]);
+    sleep(Duration::from_secs(1)).await; // third failure (t=5)
+    assert_eq!(states(&b), [EndpointState::Down]);
+    assert!(b.pick().unwrap_err().is_no_endpoint());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejected_endpoint_returns_through_one_trial_after_jittered_backoff() {
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:20201,http://127.0.0.1:20202")
+        .health_check(false)
+        .eject_backoff(Duration::from_secs(1), Duration::from_secs(8))
+        .build()
+        .unwrap();
+    let url = "http://127.0.0.1:20201";
+    let state = |b: &Balancer| {
+        b.endpoints()
+            .into_iter()
+            .find(|e| e.url == url)
+            .unwrap()
+            .state
+    };
+    let lease = loop {
+        let l = b.pick().unwrap();
+        if l.url() == url {
+            break l;
+        }
+        l.finish(Outcome::Success);
+    };
+    lease.finish(Outcome::Connect);
+    assert_eq!(state(&b), EndpointState::Ejected);
+    // Backoff 1 s jittered into [0.5 s, 1 s).
+    sleep(Duration::from_millis(490)).await;
+    assert_eq!(state(&b), EndpointState::Ejected);
+    for _ in 0..50 {
+        assert_ne!(b.pick().unwrap().url(), url);
+    }
+    sleep(Duration::from_millis(520)).await;
+    assert_eq!(state(&b), EndpointState::Trial);
+    // Exactly one request gets the trial.
+    let trial = (0..50)
+        .map(|_| b.pick().unwrap())
+        .find(|l| l.url() == url)
+        .expect("trial endpoint never picked");
+    for _ in 0..50 {
+        let l = b.pick().unwrap();
+        assert_ne!(l.url(), url, "a second request got the trial endpoint");
+        l.finish(Outcome::Success);
+    }
+    // The trial fails: ejected again, now for 2 s jittered into [1 s, 2 s).
+    trial.finish(Outcome::Connect);
+    assert_eq!(state(&b), EndpointState::Ejected);
+    sleep(Duration::from_millis(990)).await;
+    assert_eq!(state(&b), EndpointState::Ejected);
+    sleep(Duration::from_millis(1020)).await;
+    assert_eq!(state(&b), EndpointState::Trial);
+    let trial = (0..50)
+        .map(|_| b.pick().unwrap())
+        .find(|l| l.url() == url)
+        .unwrap();
+    trial.finish(Outcome::Success);
+    assert_eq!(state(&b), EndpointState::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_penalty_decays_back_toward_the_site_latency() {
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:20301,http://127.0.0.1:20302")
+        .health_check(false)
+        .ewma_decay(Duration::from_secs(10))
+        .failure_penalty(Duration::from_secs(1))
+        .max_ejected_share(0.0) // keep it in rotation: this test is about the score
+        .build()
+        .unwrap();
+    let latency = |b: &Balancer, url: &str| {
+        b.endpoints()
+            .into_iter()
+            .find(|e| e.url == url)
+            .unwrap()
+            .latency
+    };
+    let a = "http://127.0.0.1:20301";
+    // Both answer in 2 ms for a while.
+    for _ in 0..20 {
+        let l = b.pick().unwrap();
+        l.finish_with_latency(Outcome::Success, Duration::from_millis(2));
+    }
+    let lease = loop {
+        let l = b.pick().unwrap();
+        if l.url() == a {
+            break l;
+        }
+        l.finish_with_latency(Outcome::Success, Duration::from_millis(2));
+    };
+    lease.finish_with_latency(Outcome::Connect, Duration::from_micros(50));
+    // A fast failure is recorded as the 1 s penalty, not as 50 µs.
+    let now = latency(&b, a).unwrap();
+    assert!(now >= Duration::from_millis(999), "{now:?}");
+    // After one decay period the estimate has relaxed by 1 - 1/e.
+    sleep(Duration::from_secs(10)).await;
+    let one = latency(&b, a).unwrap();
+    assert!(
+        one > Duration::from_millis(360) && one < Duration::from_millis(380),
+        "{one:?}"
+    );
+    // After many, it is back at the site's typical latency and gets traffic again.
+    sleep(Duration::from_secs(200)).await;
+    let back = latency(&b, a).unwrap();
+    assert!(back < Duration::from_millis(3), "{back:?}");
+    let picked = (0..200).filter(|_| {
+        let l = b.pick().unwrap();
+        let hit = l.url() == a;
+        l.finish(Outcome::Cancelled);
+        hit
+    });
+    assert!(picked.count() > 50);
+}
