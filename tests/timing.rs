@@ -106,13 +106,10 @@ async fn ejected_endpoint_returns_through_one_trial_after_jittered_backoff() {
             .unwrap()
             .state
     };
-    let lease = loop {
-        let l = b.pick().unwrap();
-        if l.url() == url {
-            break l;
-        }
-        l.finish(Outcome::Success);
-    };
+    let lease = (0..100)
+        .map(|_| b.pick().unwrap())
+        .find(|l| l.url() == url)
+        .expect("endpoint never picked");
     lease.finish(Outcome::Connect);
     assert_eq!(state(&b), EndpointState::Ejected);
     // Backoff 1 s jittered into [0.5 s, 1 s).
@@ -171,13 +168,10 @@ async fn a_failure_penalty_decays_back_toward_the_site_latency() {
         let l = b.pick().unwrap();
         l.finish_with_latency(Outcome::Success, Duration::from_millis(2));
     }
-    let lease = loop {
-        let l = b.pick().unwrap();
-        if l.url() == a {
-            break l;
-        }
-        l.finish_with_latency(Outcome::Success, Duration::from_millis(2));
-    };
+    let lease = (0..100)
+        .map(|_| b.pick().unwrap())
+        .find(|l| l.url() == a)
+        .expect("endpoint never picked");
     lease.finish_with_latency(Outcome::Connect, Duration::from_micros(50));
     // A fast failure is recorded as the 1 s penalty, not as 50 µs.
     let now = latency(&b, a).unwrap();
