@@ -327,7 +327,9 @@ const TIE_TOLERANCE: f64 = 0.01;
 
 fn scan_from<C>(list: &[C], start: usize, eligible: &impl Fn(&C) -> bool) -> Option<usize> {
     let n = list.len();
-    (0..n).map(|k| (start + k) % n).find(|&i| eligible(&list[i]))
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| eligible(&list[i]))
 }
 
 #[cfg(test)]

@@ -575,7 +575,9 @@ impl Builder {
             return Err(Error::config("max_attempts must be at least 1"));
         }
         if c.probe.rise == 0 || c.probe.fall == 0 || c.eject.after == 0 {
-            return Err(Error::config("rise, fall and eject_after must be at least 1"));
+            return Err(Error::config(
+                "rise, fall and eject_after must be at least 1",
+            ));
         }
         if c.probe.healthy.is_empty() {
             return Err(Error::config("healthy_statuses must not be empty"));
@@ -604,9 +606,8 @@ impl Builder {
         };
         let mut parsed = Vec::with_capacity(self.sites.len());
         for (i, spec) in self.sites.iter().enumerate() {
-            let targets = site::parse_site(spec).map_err(|e| {
-                Error::config(format!("site {}: {e}", i + 1)).with_source(e)
-            })?;
+            let targets = site::parse_site(spec)
+                .map_err(|e| Error::config(format!("site {}: {e}", i + 1)).with_source(e))?;
             parsed.push(targets);
         }
         let cfg = self.cfg;
@@ -621,12 +622,12 @@ impl Builder {
             let conn = transport::connector(cfg.connect_timeout, cfg.tls.clone(), names.clone())?;
             #[cfg(not(feature = "tls"))]
             let conn = transport::connector(cfg.connect_timeout, names.clone())?;
-            Some(Prober::Http(
+            Some(Prober::Http(Box::new(
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(1)
                     .build(conn),
-            ))
+            )))
         };
         let load_cfg = LoadConfig {
             decay_ns: cfg.ewma_decay.as_nanos() as f64,
@@ -726,7 +727,9 @@ fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
 impl Core {
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.epoch).as_nanos() as u64
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_nanos() as u64
     }
 
     fn emit(&self, ev: Event) {
@@ -745,7 +748,9 @@ impl Core {
                 endpoint,
                 site,
                 reason,
-            } => tracing::warn!(endpoint = %endpoint, site = site + 1, reason = reason.as_str(), "endpoint ejected"),
+            } => {
+                tracing::warn!(endpoint = %endpoint, site = site + 1, reason = reason.as_str(), "endpoint ejected")
+            }
             Event::Returned { endpoint, site } => {
                 tracing::info!(endpoint = %endpoint, site = site + 1, "endpoint returned")
             }
@@ -753,7 +758,9 @@ impl Core {
                 endpoint,
                 attempt,
                 reason,
-            } => tracing::debug!(endpoint = %endpoint, attempt, reason, "retrying on another endpoint"),
+            } => {
+                tracing::debug!(endpoint = %endpoint, attempt, reason, "retrying on another endpoint")
+            }
             Event::BudgetExhausted { endpoint } => {
                 tracing::debug!(endpoint = %endpoint, "retry budget exhausted")
             }
@@ -849,13 +856,19 @@ impl Core {
             site: site_idx,
             origin,
             // Never the userinfo: URLs end up in logs and metrics.
-            url: format!("{}://{}{}", target.scheme(), target.authority(), target.path()),
+            url: format!(
+                "{}://{}{}",
+                target.scheme(),
+                target.authority(),
+                target.path()
+            ),
             base_path: target.path().to_string(),
             target,
             scheme,
             authority,
             probe_uri,
-            virtual_host: server_name.and_then(|_| http::HeaderValue::from_str(&probe_host_for_requests).ok()),
+            virtual_host: server_name
+                .and_then(|_| http::HeaderValue::from_str(&probe_host_for_requests).ok()),
             probe_host,
             load: Default::default(),
             health: health.into(),
@@ -1170,7 +1183,10 @@ impl Core {
             }
             self.republish(site);
         }
-        let downtime_start = ep.down_since.swap(if v == Verdict::Up { u64::MAX } else { now }, Ordering::AcqRel);
+        let downtime_start = ep.down_since.swap(
+            if v == Verdict::Up { u64::MAX } else { now },
+            Ordering::AcqRel,
+        );
         match v {
             Verdict::Up => {
                 if was_ejected {
@@ -1179,7 +1195,11 @@ impl Core {
                         site: ep.site,
                     });
                 }
-                let since = if downtime_start == u64::MAX { now } else { downtime_start };
+                let since = if downtime_start == u64::MAX {
+                    now
+                } else {
+                    downtime_start
+                };
                 self.emit(Event::Up {
                     endpoint: ep.url.clone(),
                     site: ep.site,
@@ -1208,7 +1228,13 @@ impl Core {
 
     // ----- DNS fan-out -----
 
-    fn apply_addresses(self: &Arc<Self>, si: usize, origin: usize, target: &Target, ips: &[std::net::IpAddr]) {
+    fn apply_addresses(
+        self: &Arc<Self>,
+        si: usize,
+        origin: usize,
+        target: &Target,
+        ips: &[std::net::IpAddr],
+    ) {
         let site = &self.sites[si];
         let host = target.host().to_string();
         let mut started = Vec::new();
@@ -1220,9 +1246,9 @@ impl Core {
             let mut removed = false;
             // Keep endpoints of other targets, and of this target whose address is still there.
             for ep in &cur.endpoints {
-                if ep.origin != origin {
-                    next.push(ep.clone());
-                } else if ips.iter().any(|ip| ep.target.host() == ip.to_string()) {
+                let kept =
+                    ep.origin != origin || ips.iter().any(|ip| ep.target.host() == ip.to_string());
+                if kept {
                     next.push(ep.clone());
                 } else {
                     ep.cancel.cancel();
@@ -1258,7 +1284,10 @@ impl Core {
         }
     }
 
-    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
+    fn resolve(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
         match &self.resolver {
             Some(r) => r(host),
             None => Box::pin(async move {
@@ -1277,7 +1306,13 @@ impl Core {
 
 /// Resolve one host name now and then every `dns_refresh` (±10 %), at most once a second,
 /// keeping the last good answer when a lookup fails or comes back empty.
-async fn dns_task(core: Weak<Core>, si: usize, origin: usize, target: Target, cancel: CancellationToken) {
+async fn dns_task(
+    core: Weak<Core>,
+    si: usize,
+    origin: usize,
+    target: Target,
+    cancel: CancellationToken,
+) {
     let mut delay = Duration::ZERO;
     let mut failures = 0u32;
     loop {
@@ -1316,7 +1351,9 @@ async fn dns_task(core: Weak<Core>, si: usize, origin: usize, target: Target, ca
         } else {
             refresh
         };
-        delay = base.mul_f64(0.9 + 0.2 * fastrand::f64()).max(Duration::from_secs(1));
+        delay = base
+            .mul_f64(0.9 + 0.2 * fastrand::f64())
+            .max(Duration::from_secs(1));
     }
 }
 

@@ -99,4 +99,3 @@ impl Builder {
         Client::new(self.build()?)
     }
 }
-

@@ -179,7 +179,12 @@ impl Endpoint {
         }
     }
 
-    pub(crate) fn info(&self, now_ns: u64, seed_ns: f64, cfg: &crate::balance::LoadConfig) -> EndpointInfo {
+    pub(crate) fn info(
+        &self,
+        now_ns: u64,
+        seed_ns: f64,
+        cfg: &crate::balance::LoadConfig,
+    ) -> EndpointInfo {
         let latency = self
             .load
             .is_measured()

@@ -151,7 +151,10 @@ pub(crate) type ProbeClient = HyperClient<Connector, Empty<Bytes>>;
 /// A user-supplied probe: given the endpoint URL, resolves to `Ok(())` when healthy or to
 /// `Err(reason)`. See [`Builder::probe_fn`](crate::Builder::probe_fn).
 pub(crate) type ProbeFn = Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    dyn Fn(
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
         + Send
         + Sync,
 >;
@@ -159,7 +162,7 @@ pub(crate) type ProbeFn = Arc<
 /// How probes are sent: HTTP by default, or a user function.
 #[derive(Clone)]
 pub(crate) enum Prober {
-    Http(ProbeClient),
+    Http(Box<ProbeClient>),
     Custom(ProbeFn),
 }
 
@@ -173,7 +176,10 @@ pub(crate) fn probe_once(
 ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
     let req = http::Request::get(uri.clone())
         .header(http::header::HOST, host)
-        .header(http::header::USER_AGENT, concat!("sidekick-lb/", env!("CARGO_PKG_VERSION")))
+        .header(
+            http::header::USER_AGENT,
+            concat!("sidekick-lb/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new());
     let client = client.clone();
     let healthy = healthy.to_vec();

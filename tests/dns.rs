@@ -23,7 +23,10 @@ async fn wait_for(c: &Client, what: &str, f: impl Fn(&[sidekick::EndpointInfo]) 
         if f(&eps) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {eps:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {eps:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -68,21 +71,36 @@ async fn fans_out_follows_changes_and_keeps_last_good_answer() {
         assert_eq!(r.status(), 200);
         let _ = r.into_body().collect().await;
     }
-    assert!(a.hits() > 10 && b.hits() > 10, "a={} b={}", a.hits(), b.hits());
+    assert!(
+        a.hits() > 10 && b.hits() > 10,
+        "a={} b={}",
+        a.hits(),
+        b.hits()
+    );
     let host = format!("{HOST}:{port}");
-    assert!(a.requests().iter().chain(b.requests().iter()).all(|r| r.host.as_deref() == Some(host.as_str())));
+    assert!(a
+        .requests()
+        .iter()
+        .chain(b.requests().iter())
+        .all(|r| r.host.as_deref() == Some(host.as_str())));
 
     // Lookups fail: the last good answer stays.
     *answer.lock().unwrap() = None;
     let before = lookups.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let during = lookups.load(Ordering::SeqCst) - before;
-    assert!((1..=3).contains(&during), "{during} lookups in 2.5 s (floor is 1 s)");
+    assert!(
+        (1..=3).contains(&during),
+        "{during} lookups in 2.5 s (floor is 1 s)"
+    );
     assert_eq!(c.balancer().endpoints().len(), 2);
 
     // 127.0.0.1 disappears from the answer: its endpoint goes, traffic follows.
     *answer.lock().unwrap() = Some(vec![two]);
-    wait_for(&c, "only 127.0.0.2", |e| e.len() == 1 && e[0].url.contains("127.0.0.2")).await;
+    wait_for(&c, "only 127.0.0.2", |e| {
+        e.len() == 1 && e[0].url.contains("127.0.0.2")
+    })
+    .await;
     let a_hits = a.hits();
     for _ in 0..20 {
         let r = c.get("/obj").await.unwrap();

@@ -55,7 +55,7 @@ async fn a_run_of_chosen_statuses_ejects_and_other_answers_reset_the_run() {
     let target = first.id();
     first.finish(Outcome::Status(503));
     let mut sent = 1;
-    let mut next = |outcome: Outcome| {
+    let next = |outcome: Outcome| {
         for _ in 0..100 {
             let l = b.pick().unwrap();
             if l.id() == target {
@@ -109,16 +109,47 @@ async fn bad_configuration_names_the_bad_part() {
         (Balancer::builder(), "no site"),
         (Balancer::builder().site("ftp://h:1"), "ftp"),
         (Balancer::builder().site("http://h{1...}:9000"), "h{1...}"),
-        (Balancer::builder().site("http://h:1").site("http://x{3...1}"), "site 2"),
-        (Balancer::builder().site("http://h:1").health_interval(Duration::ZERO), "health_interval"),
-        (Balancer::builder().site("http://h:1").max_ejected_share(1.5), "max_ejected_share"),
-        (Balancer::builder().site("http://h:1").healthy_statuses([700]), "700"),
-        (Balancer::builder().site("http://h:1").max_attempts(0), "max_attempts"),
-        (Balancer::builder().site("http://h:1").health_jitter(f64::NAN), "health_jitter"),
+        (
+            Balancer::builder()
+                .site("http://h:1")
+                .site("http://x{3...1}"),
+            "site 2",
+        ),
+        (
+            Balancer::builder()
+                .site("http://h:1")
+                .health_interval(Duration::ZERO),
+            "health_interval",
+        ),
+        (
+            Balancer::builder()
+                .site("http://h:1")
+                .max_ejected_share(1.5),
+            "max_ejected_share",
+        ),
+        (
+            Balancer::builder()
+                .site("http://h:1")
+                .healthy_statuses([700]),
+            "700",
+        ),
+        (
+            Balancer::builder().site("http://h:1").max_attempts(0),
+            "max_attempts",
+        ),
+        (
+            Balancer::builder()
+                .site("http://h:1")
+                .health_jitter(f64::NAN),
+            "health_jitter",
+        ),
     ];
     for (builder, needle) in cases {
         let err = builder.build().unwrap_err();
         assert!(err.is_config(), "{err:?}");
-        assert!(err.to_string().contains(needle), "`{err}` does not name `{needle}`");
+        assert!(
+            err.to_string().contains(needle),
+            "`{err}` does not name `{needle}`"
+        );
     }
 }

@@ -28,7 +28,10 @@ fn site_of(bs: &[Arc<Backend>]) -> String {
     bs.iter().map(|b| b.url()).collect::<Vec<_>>().join(",")
 }
 
-async fn client(sites: &[String], tweak: impl FnOnce(sidekick::Builder) -> sidekick::Builder) -> Client {
+async fn client(
+    sites: &[String],
+    tweak: impl FnOnce(sidekick::Builder) -> sidekick::Builder,
+) -> Client {
     support::trace_init();
     let b = Client::builder()
         .sites(sites)
@@ -112,10 +115,16 @@ async fn kill_one_of_four_under_load_then_restart() {
     tokio::time::sleep(INTERVAL.mul_f64(1.0 + JITTER) + Duration::from_millis(150)).await;
     let back = bs[0].hits();
     let report = load.await.unwrap();
-    assert!(back > 0, "restarted backend got no traffic within one probe interval");
+    assert!(
+        back > 0,
+        "restarted backend got no traffic within one probe interval"
+    );
     assert_no_failures(&report);
     let infos = c.balancer().endpoints();
-    assert!(infos.iter().all(|e| e.state == sidekick::EndpointState::Up), "{infos:?}");
+    assert!(
+        infos.iter().all(|e| e.state == sidekick::EndpointState::Up),
+        "{infos:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +167,10 @@ async fn site_down_fails_over_then_back() {
         .filter(|e| e.site == 0)
         .all(|e| e.state == sidekick::EndpointState::Up)
     {
-        assert!(tokio::time::Instant::now() < deadline, "site 1 never came back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "site 1 never came back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for b in s1.iter().chain(&s2) {
@@ -195,7 +207,11 @@ async fn routes_around_a_backend_that_never_answers() {
     let r = run_gets(&c, 800).await;
     assert_eq!(r.failed, 0, "{:?}", r.errors);
     let s = share(&bs[3], &bs);
-    assert!(s < 0.05, "hanging backend got {:.1} % of requests", s * 100.0);
+    assert!(
+        s < 0.05,
+        "hanging backend got {:.1} % of requests",
+        s * 100.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +234,11 @@ async fn routes_around_a_slow_backend() {
     let r = run_gets(&c, 2000).await;
     assert_eq!(r.failed, 0, "{:?}", r.errors);
     let s = share(&bs[1], &bs);
-    assert!(s < 0.10, "10x slower backend got {:.1} % of requests (fair share 25 %)", s * 100.0);
+    assert!(
+        s < 0.10,
+        "10x slower backend got {:.1} % of requests (fair share 25 %)",
+        s * 100.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +250,10 @@ async fn nothing_available_fails_fast_with_typed_error() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while c.balancer().is_available() {
-        assert!(tokio::time::Instant::now() < deadline, "endpoints never went down");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoints never went down"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let err = c.get("/obj").await.unwrap_err();

@@ -36,7 +36,9 @@ async fn send(b: &Balancer, req: http::Request<Full<Bytes>>) -> u16 {
 }
 
 fn get(uri: &str) -> http::Request<Full<Bytes>> {
-    http::Request::get(uri).body(Full::new(Bytes::new())).unwrap()
+    http::Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -44,7 +46,10 @@ async fn keeps_the_callers_host_and_path() {
     let be = Backend::start("a", Behavior::Ok).await;
     let b = balancer(&be.url(), HostPolicy::Keep);
     // The authority of the caller's URI becomes the Host; only the socket goes to the backend.
-    assert_eq!(send(&b, get("http://bucket.s3.example:9000/key%20a?x=1&y")).await, 200);
+    assert_eq!(
+        send(&b, get("http://bucket.s3.example:9000/key%20a?x=1&y")).await,
+        200
+    );
     // An explicit Host header wins over the URI.
     let mut req = get("/other");
     req.headers_mut()
@@ -62,7 +67,10 @@ async fn rewrite_policy_sends_the_endpoints_authority() {
     let be = Backend::start("a", Behavior::Ok).await;
     let b = balancer(&be.url(), HostPolicy::Rewrite);
     assert_eq!(send(&b, get("http://virtual/key")).await, 200);
-    assert_eq!(be.requests()[0].host.as_deref(), Some(be.addr().to_string().as_str()));
+    assert_eq!(
+        be.requests()[0].host.as_deref(),
+        Some(be.addr().to_string().as_str())
+    );
 }
 
 #[tokio::test]

@@ -20,12 +20,18 @@ fn dead_url() -> String {
 }
 
 fn pattern(n: usize) -> Bytes {
-    (0..n).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>().into()
+    (0..n)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<_>>()
+        .into()
 }
 
 type Events = Arc<Mutex<Vec<Event>>>;
 
-fn client(sites: &[String], tweak: impl FnOnce(sidekick::Builder) -> sidekick::Builder) -> (Client, Events) {
+fn client(
+    sites: &[String],
+    tweak: impl FnOnce(sidekick::Builder) -> sidekick::Builder,
+) -> (Client, Events) {
     support::trace_init();
     let events: Events = Arc::default();
     let ev = events.clone();
@@ -69,7 +75,11 @@ async fn bodies_are_replayed_byte_identical_on_connect_failure() {
         let body = pattern(size);
         let status = send(&c, method, body.clone()).await.unwrap();
         assert_eq!(status, 200, "{method} {size}");
-        assert_eq!(retries(&ev, "connect"), 1, "{method} {size}: expected one connect retry");
+        assert_eq!(
+            retries(&ev, "connect"),
+            1,
+            "{method} {size}: expected one connect retry"
+        );
         let got = live.requests();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].method.as_str(), method);
@@ -122,7 +132,11 @@ async fn a_body_over_the_cap_is_not_retried_after_sending() {
     });
     let err = send(&c, "PUT", pattern(128 * 1024)).await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    assert_eq!(other.hits(), 0, "a PUT over the replay cap was retried after sending");
+    assert_eq!(
+        other.hits(),
+        0,
+        "a PUT over the replay cap was retried after sending"
+    );
     // Under the cap it is replayed, byte for byte.
     let small = pattern(32 * 1024);
     assert_eq!(send(&c, "PUT", small.clone()).await.unwrap(), 200);

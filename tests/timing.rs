@@ -36,18 +36,32 @@ async fn probes_are_jittered_from_the_first_one_on() {
     let mut firsts = Vec::new();
     for (url, times) in seen.iter() {
         // First probe within jitter × min(interval, 1 s).
-        assert!(times[0] <= Duration::from_millis(500), "{url}: first probe at {:?}", times[0]);
+        assert!(
+            times[0] <= Duration::from_millis(500),
+            "{url}: first probe at {:?}",
+            times[0]
+        );
         firsts.push(times[0]);
         // Then interval + uniform[0, jitter × interval).
-        assert!(times.len() >= 6, "{url}: only {} probes in 100 s", times.len());
+        assert!(
+            times.len() >= 6,
+            "{url}: only {} probes in 100 s",
+            times.len()
+        );
         for w in times.windows(2) {
             let gap = w[1] - w[0];
-            assert!(gap >= interval && gap <= interval.mul_f64(1.5), "{url}: gap {gap:?}");
+            assert!(
+                gap >= interval && gap <= interval.mul_f64(1.5),
+                "{url}: gap {gap:?}"
+            );
         }
     }
     firsts.sort();
     firsts.dedup();
-    assert!(firsts.len() > 10, "first probes are in lockstep: {firsts:?}");
+    assert!(
+        firsts.len() > 10,
+        "first probes are in lockstep: {firsts:?}"
+    );
     drop(seen);
     assert!(states(&b).iter().all(|s| *s == EndpointState::Up));
 }

@@ -84,7 +84,11 @@ where
         // Every field is Unpin (the streaming body is boxed), so plain `&mut` access is fine.
         let this = self.get_mut();
         match &mut this.inner {
-            Inner::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Inner::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
             Inner::Lazy { slot, taken, .. } => {
                 if taken.is_none() {
                     let body = match slot.lock() {
@@ -94,7 +98,9 @@ where
                     match body {
                         Some(b) => *taken = Some(Box::pin(b)),
                         None => {
-                            return Poll::Ready(Some(Err("request body was already consumed".into())))
+                            return Poll::Ready(Some(Err(
+                                "request body was already consumed".into()
+                            )))
                         }
                     }
                 }
@@ -121,7 +127,7 @@ where
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Lazy { taken, hint, .. } => match taken {
                 Some(b) => b.size_hint(),
-                None => hint.clone(),
+                None => *hint,
             },
         }
     }
@@ -150,7 +156,10 @@ mod tests {
             RetryBody::lazy(slot.clone(), SizeHint::with_exact(3), false);
         assert_eq!(unread.size_hint().exact(), Some(3));
         drop(unread);
-        assert!(slot.lock().unwrap().is_some(), "an unread attempt must leave the body");
+        assert!(
+            slot.lock().unwrap().is_some(),
+            "an unread attempt must leave the body"
+        );
         let read: RetryBody<Full<Bytes>> =
             RetryBody::lazy(slot.clone(), SizeHint::with_exact(3), false);
         assert_eq!(read.collect().await.unwrap().to_bytes(), "abc");

@@ -153,7 +153,7 @@ impl<B> Source<B> {
     fn body(&self) -> RetryBody<B> {
         match self {
             Source::Replay(b) => RetryBody::full(b.clone()),
-            Source::Stream(slot, hint, end) => RetryBody::lazy(slot.clone(), hint.clone(), *end),
+            Source::Stream(slot, hint, end) => RetryBody::lazy(slot.clone(), *hint, *end),
         }
     }
 
@@ -262,6 +262,7 @@ fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rewrite<B>(
     lease: &Lease,
     method: &http::Method,
@@ -303,7 +304,11 @@ fn rewrite<B>(
     Ok(req)
 }
 
-async fn send<S, B, RB>(core: Arc<Core>, mut inner: S, req: Request<B>) -> Result<Response<RB>, Error>
+async fn send<S, B, RB>(
+    core: Arc<Core>,
+    mut inner: S,
+    req: Request<B>,
+) -> Result<Response<RB>, Error>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Send + 'static,
     S::Error: Into<BoxError>,
