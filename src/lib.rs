@@ -33,6 +33,8 @@
 //! ```
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
+// The retry loop and URI rewriting live in `service`; without it their helpers are unused.
+#![cfg_attr(not(feature = "tower"), allow(dead_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
