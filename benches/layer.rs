@@ -2,19 +2,26 @@
 //! (baseline) against the same client behind `SidekickLayer`, and against `sidekick::Client`.
 //!
 //! One in-process hyper HTTP/1.1 server (keep-alive) on 127.0.0.1:0 answers every request with
-//! 1 KiB; it is stopped (its task aborted, which drops every connection task) at the end.
+//! 1 KiB; it is stopped (its task aborted, which drops every connection task) at the end. Server
+//! and clients share one multi-thread tokio runtime.
 //!
-//! Two variants, each measured for all three clients in the same run:
+//! Two variants, each measured with criterion for all three clients in the same run:
 //! - `sequential`: one request at a time, the whole body read;
 //! - `concurrent16`: 16 requests in flight per iteration (`join_all`), as a loaded client does;
-//!   criterion reports the time of the 16 (throughput in requests/s).
+//!   criterion reports the time of the 16 (and the throughput in requests/s).
+//!
+//! Criterion measures one client after the other, so on a noisy machine drift between them easily
+//! exceeds the few percent the goal is about. After the criterion groups, an *interleaved* pass
+//! alternates short blocks of the three clients (rotating their order) and prints, per variant,
+//! the median µs/request of each and the median of the per-round ratios
+//! `baseline time / sidekick time` — each ratio from blocks measured back to back.
 //!
 //! Goal (issue): baseline time / layer time ≥ 0.97.
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -32,11 +39,15 @@ use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::{Layer, ServiceExt};
 
+static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const BODY_LEN: usize = 1024;
 const PATH: &str = "/obj";
 const CONCURRENCY: usize = 16;
 /// The server stops accepting after this many connections (the pools reuse a few dozen).
 const MAX_ACCEPTS: usize = 100_000;
+/// Interleaved pass: rounds per variant, and a wall-clock cap per variant.
+const PAIRED_ROUNDS: usize = 300;
+const PAIRED_CAP: Duration = Duration::from_secs(15);
 
 type Baseline = HyperClient<HttpConnector, Full<Bytes>>;
 type Layered = Sidekick<HyperClient<HttpConnector, RetryBody<Full<Bytes>>>>;
@@ -57,6 +68,7 @@ async fn start_server() -> (SocketAddr, JoinHandle<()>) {
             let Ok((stream, _)) = listener.accept().await else {
                 break;
             };
+            ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let body = body.clone();
             let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
@@ -87,47 +99,201 @@ fn connector() -> HttpConnector {
     http
 }
 
-fn baseline_client() -> Baseline {
-    HyperClient::builder(TokioExecutor::new()).build(connector())
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Baseline,
+    Layer,
+    Client,
 }
 
-fn layered_client(balancer: Balancer) -> Layered {
-    let inner: HyperClient<HttpConnector, RetryBody<Full<Bytes>>> =
-        HyperClient::builder(TokioExecutor::new()).build(connector());
-    SidekickLayer::new(balancer).layer(inner)
+impl Path {
+    const ALL: [Path; 3] = [Path::Baseline, Path::Layer, Path::Client];
+
+    fn name(self) -> &'static str {
+        match self {
+            Path::Baseline => "baseline_hyper",
+            Path::Layer => "sidekick_layer",
+            Path::Client => "sidekick_client",
+        }
+    }
 }
 
-async fn read_all(resp: Response<Incoming>) -> usize {
-    assert_eq!(resp.status(), StatusCode::OK);
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("read body")
-        .to_bytes();
-    debug_assert_eq!(bytes.len(), BODY_LEN);
-    bytes.len()
+struct Clients {
+    url: http::Uri,
+    baseline: Baseline,
+    layered: Layered,
+    client: sidekick::Client,
 }
 
-async fn get_baseline(client: &Baseline, url: &http::Uri) -> usize {
-    let req = Request::get(url.clone())
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = client.request(req).await.expect("baseline GET");
-    read_all(resp).await
+impl Clients {
+    /// Build the three clients for the backend at `site` (call inside the runtime).
+    fn new(site: &str) -> Clients {
+        let url = format!("{site}{PATH}").parse().expect("url");
+        let baseline = HyperClient::builder(TokioExecutor::new()).build(connector());
+        let balancer = Balancer::builder()
+            .site(site)
+            .health_check(false)
+            .build()
+            .expect("balancer");
+        let inner: HyperClient<HttpConnector, RetryBody<Full<Bytes>>> =
+            HyperClient::builder(TokioExecutor::new()).build(connector());
+        let layered = SidekickLayer::new(balancer).layer(inner);
+        let client = sidekick::Client::builder()
+            .site(site)
+            .health_check(false)
+            .build_client()
+            .expect("sidekick::Client");
+        Clients {
+            url,
+            baseline,
+            layered,
+            client,
+        }
+    }
+
+    /// One GET, whole body read; returns the body length.
+    async fn one(&self, path: Path) -> usize {
+        let resp = match path {
+            Path::Baseline => {
+                let req = Request::get(self.url.clone())
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                self.baseline.request(req).await.expect("baseline GET")
+            }
+            Path::Layer => {
+                let req = Request::get(PATH)
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                self.layered.clone().oneshot(req).await.expect("layer GET")
+            }
+            Path::Client => {
+                let req = Request::get(self.url.clone())
+                    .body(RetryBody::<Full<Bytes>>::full(Bytes::new()))
+                    .expect("request");
+                self.layered
+                    .get_ref()
+                    .request(req)
+                    .await
+                    .expect("direct GET")
+            }
+        };
+        assert_eq!(resp.status(), StatusCode::OK);
+        let len = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("read body")
+            .to_bytes()
+            .len();
+        debug_assert_eq!(len, BODY_LEN);
+        len
+    }
+
+    /// `concurrency` GETs in flight at once (1: a single GET); returns the bytes read.
+    async fn batch(&self, path: Path, concurrency: usize) -> usize {
+        if concurrency == 1 {
+            self.one(path).await
+        } else {
+            join_all((0..concurrency).map(|_| self.one(path)))
+                .await
+                .into_iter()
+                .sum()
+        }
+    }
 }
 
-async fn get_layered(svc: &Layered) -> usize {
-    let req = Request::get(PATH)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = svc.clone().oneshot(req).await.expect("layer GET");
-    read_all(resp).await
+// ===== interleaved comparison =====
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
-async fn get_client(client: &sidekick::Client) -> usize {
-    let resp = client.get(PATH).await.expect("sidekick::Client GET");
-    read_all(resp).await
+/// CPU time (ns) and times scheduled in, summed over this process's threads (Linux
+/// `/proc/self/task/*/schedstat`); `None` elsewhere.
+fn cpu_snapshot() -> Option<(u64, u64)> {
+    let mut ns = 0u64;
+    let mut runs = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        let mut it = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        ns += it.next().unwrap_or(0);
+        let _wait = it.next();
+        runs += it.next().unwrap_or(0);
+    }
+    Some((ns, runs))
+}
+
+/// Alternate blocks of `batches` batches of each client, rotating the order every round; print
+/// the median µs/request of each and the median per-round ratio baseline / sidekick.
+fn interleaved(rt: &Runtime, clients: &Clients, label: &str, concurrency: usize, batches: usize) {
+    const ORDERS: [[usize; 3]; 6] = [
+        [0, 1, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [0, 2, 1],
+        [2, 1, 0],
+        [1, 0, 2],
+    ];
+    let per_block = (batches * concurrency) as f64;
+    let mut us: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [Vec<f64>; 3] = Default::default();
+    let mut sw: [Vec<f64>; 3] = Default::default();
+    let mut ratio_layer = Vec::with_capacity(PAIRED_ROUNDS);
+    let mut ratio_client = Vec::with_capacity(PAIRED_ROUNDS);
+    let start = Instant::now();
+    for round in 0..PAIRED_ROUNDS {
+        if start.elapsed() > PAIRED_CAP {
+            break;
+        }
+        let mut this = [0f64; 3];
+        for &i in &ORDERS[round % ORDERS.len()] {
+            let path = Path::ALL[i];
+            let c0 = cpu_snapshot();
+            let t = Instant::now();
+            rt.block_on(async {
+                for _ in 0..batches {
+                    black_box(clients.batch(path, concurrency).await);
+                }
+            });
+            this[i] = t.elapsed().as_secs_f64() * 1e6 / per_block;
+            if let (Some(a), Some(b)) = (c0, cpu_snapshot()) {
+                cpu[i].push((b.0 - a.0) as f64 / 1e3 / per_block);
+                sw[i].push((b.1 - a.1) as f64 / per_block);
+            }
+        }
+        for (v, t) in us.iter_mut().zip(this) {
+            v.push(t);
+        }
+        ratio_layer.push(this[0] / this[1]);
+        ratio_client.push(this[0] / this[2]);
+    }
+    let rounds = ratio_layer.len();
+    let cpu = cpu.map(|mut v| median(&mut v));
+    let sw = sw.map(|mut v| median(&mut v));
+    println!(
+        "  accepted {}",
+        ACCEPTED.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!("  cpu µs/req {cpu:.2?}  sched-ins/req {sw:.2?}");
+    let [b, l, c] = us.map(|mut v| median(&mut v));
+    println!(
+        "interleaved {label}: {rounds} rounds × {} req/client/round | median µs/req: {} {b:.2}, {} {l:.2}, {} {c:.2} | median ratio baseline/ours: layer {:.3}, client {:.3}",
+        per_block as usize,
+        Path::Baseline.name(),
+        Path::Layer.name(),
+        Path::Client.name(),
+        median(&mut ratio_layer),
+        median(&mut ratio_client),
+    );
 }
 
 // ===== benches =====
@@ -136,91 +302,46 @@ fn bench_layer(c: &mut Criterion) {
     let rt = Runtime::new().expect("tokio runtime");
     let (addr, server) = rt.block_on(start_server());
     let site = format!("http://{addr}");
-    let url: http::Uri = format!("{site}{PATH}").parse().expect("url");
-
-    let (baseline, layered, client) = {
+    let clients = {
         let _guard = rt.enter();
-        let balancer = Balancer::builder()
-            .site(&site)
-            .health_check(false)
-            .build()
-            .expect("balancer");
-        let client = sidekick::Client::builder()
-            .site(&site)
-            .health_check(false)
-            .build_client()
-            .expect("sidekick::Client");
-        (baseline_client(), layered_client(balancer), client)
+        Clients::new(&site)
     };
 
     // Every path works and returns the whole body before anything is timed.
     rt.block_on(async {
-        assert_eq!(get_baseline(&baseline, &url).await, BODY_LEN);
-        assert_eq!(get_layered(&layered).await, BODY_LEN);
-        assert_eq!(get_client(&client).await, BODY_LEN);
+        for path in Path::ALL {
+            assert_eq!(clients.one(path).await, BODY_LEN, "{path:?}");
+        }
     });
 
-    {
-        let mut group = c.benchmark_group("get_1KiB/sequential");
+    for (group_name, concurrency) in [
+        ("get_1KiB/sequential", 1),
+        ("get_1KiB/concurrent16", CONCURRENCY),
+    ] {
+        let mut group = c.benchmark_group(group_name);
         group
             .warm_up_time(Duration::from_secs(2))
             .measurement_time(Duration::from_secs(5))
             .sample_size(60)
-            .throughput(Throughput::Elements(1));
-        group.bench_function("baseline_hyper", |b| {
-            b.to_async(&rt)
-                .iter(|| async { black_box(get_baseline(&baseline, &url).await) })
-        });
-        group.bench_function("sidekick_layer", |b| {
-            b.to_async(&rt)
-                .iter(|| async { black_box(get_layered(&layered).await) })
-        });
-        group.bench_function("sidekick_client", |b| {
-            b.to_async(&rt)
-                .iter(|| async { black_box(get_client(&client).await) })
-        });
+            .throughput(Throughput::Elements(concurrency as u64));
+        for path in Path::ALL {
+            group.bench_function(path.name(), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { black_box(clients.batch(path, concurrency).await) })
+            });
+        }
         group.finish();
     }
 
-    {
-        let mut group = c.benchmark_group("get_1KiB/concurrent16");
-        group
-            .warm_up_time(Duration::from_secs(2))
-            .measurement_time(Duration::from_secs(5))
-            .sample_size(60)
-            .throughput(Throughput::Elements(CONCURRENCY as u64));
-        group.bench_function("baseline_hyper", |b| {
-            b.to_async(&rt).iter(|| async {
-                let n: usize = join_all((0..CONCURRENCY).map(|_| get_baseline(&baseline, &url)))
-                    .await
-                    .into_iter()
-                    .sum();
-                black_box(n)
-            })
-        });
-        group.bench_function("sidekick_layer", |b| {
-            b.to_async(&rt).iter(|| async {
-                let n: usize = join_all((0..CONCURRENCY).map(|_| get_layered(&layered)))
-                    .await
-                    .into_iter()
-                    .sum();
-                black_box(n)
-            })
-        });
-        group.bench_function("sidekick_client", |b| {
-            b.to_async(&rt).iter(|| async {
-                let n: usize = join_all((0..CONCURRENCY).map(|_| get_client(&client)))
-                    .await
-                    .into_iter()
-                    .sum();
-                black_box(n)
-            })
-        });
-        group.finish();
-    }
+    // ~3 ms blocks on this kind of machine: short enough to share the noise, long enough to time.
+    interleaved(&rt, &clients, "sequential", 1, 100);
+    interleaved(&rt, &clients, "concurrent16", CONCURRENCY, 8);
 
-    // Nothing failed or was retried on the balanced paths.
-    for (name, b) in [("layer", layered.balancer()), ("client", client.balancer())] {
+    // Nothing failed, was retried or leaked on the balanced paths.
+    for (name, b) in [
+        ("layer", clients.layered.balancer()),
+        ("client", clients.client.balancer()),
+    ] {
         for e in b.endpoints() {
             assert_eq!(e.failures, 0, "{name}: {e:?}");
             assert_eq!(e.inflight, 0, "{name}: {e:?}");
@@ -231,7 +352,7 @@ fn bench_layer(c: &mut Criterion) {
     rt.block_on(async {
         let _ = server.await;
     });
-    drop((baseline, layered, client));
+    drop(clients);
     drop(rt);
 }
 

@@ -10,7 +10,8 @@
 //!
 //! - the latency estimate is a *peak* EWMA: a sample above the estimate replaces it at once (slow
 //!   endpoints are noticed on the first slow answer), a lower sample is blended in with a weight that
-//!   grows with the time since the previous sample (`decay`, default 10 s);
+//!   grows with the time since the previous sample (`decay`, default 10 s) and is at least 10 %, so
+//!   a one-off peak fades after tens of samples under steady traffic;
 //! - failures (connect errors, timeouts, `5xx`/`429` answers) are recorded as a *penalty* latency
 //!   (default 1 s) instead of their real, often tiny, duration, so a backend that fails fast never
 //!   looks cheapest — a black hole that plain peak-EWMA would create;
@@ -98,6 +99,9 @@ fn decay_weight(elapsed_ns: f64, decay_ns: f64) -> f64 {
     }
 }
 
+/// The least weight a new, lower sample gets in the peak-EWMA.
+const MIN_SAMPLE_WEIGHT: f64 = 0.1;
+
 /// Lock-free peak-EWMA latency estimate plus an in-flight counter for one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Load {
@@ -152,7 +156,12 @@ impl Load {
             if rtt_ns > prev {
                 rtt_ns
             } else {
-                let w = decay_weight(now_ns.saturating_sub(stamp) as f64, cfg.decay_ns);
+                // Time-based weight, but every sample moves the estimate by at least
+                // `MIN_SAMPLE_WEIGHT`: under steady traffic a one-off peak (the first request,
+                // which pays for the TCP connection) fades within tens of samples instead of
+                // pinning the estimate for a whole decay period.
+                let w = decay_weight(now_ns.saturating_sub(stamp) as f64, cfg.decay_ns)
+                    .min(1.0 - MIN_SAMPLE_WEIGHT);
                 prev * w + rtt_ns * (1.0 - w)
             }
         } else {
@@ -388,6 +397,18 @@ mod tests {
         l.observe(10.0 * MS, t, &c);
         let e = f64::from_bits(l.ewma.load(Ordering::Relaxed));
         assert!((e - (10.0 + 90.0 * (-1f64).exp()) * MS).abs() < MS, "{e}");
+    }
+
+    #[test]
+    fn a_one_off_peak_fades_under_steady_traffic() {
+        let l = Load::default();
+        let c = cfg();
+        l.observe(5.0 * MS, 0, &c); // first request: connection setup
+        for i in 1..=40u64 {
+            l.observe(0.5 * MS, i * 1_000, &c); // 40 fast answers within 40 µs
+        }
+        let e = f64::from_bits(l.ewma.load(Ordering::Relaxed));
+        assert!(e < 0.6 * MS, "peak still pins the estimate: {e}");
     }
 
     #[test]

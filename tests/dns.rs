@@ -66,13 +66,25 @@ async fn fans_out_follows_changes_and_keeps_last_good_answer() {
         e.len() == 2 && e.iter().all(|e| e.state == EndpointState::Up)
     })
     .await;
-    for _ in 0..100 {
-        let r = c.get("/obj").await.unwrap();
-        assert_eq!(r.status(), 200);
-        let _ = r.into_body().collect().await;
-    }
+    // A loaded client (8 requests in flight): both addresses share the traffic.
+    let c2 = c.clone();
+    let report = support::load(8, 50, Duration::from_secs(20), move |_, _| {
+        let c = c2.clone();
+        async move {
+            let r = c.get("/obj").await.map_err(|e| e.to_string())?;
+            let ok = r.status() == 200;
+            let _ = r.into_body().collect().await;
+            if ok {
+                Ok(())
+            } else {
+                Err("status".to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
     assert!(
-        a.hits() > 10 && b.hits() > 10,
+        a.hits() > 40 && b.hits() > 40,
         "a={} b={}",
         a.hits(),
         b.hits()

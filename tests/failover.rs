@@ -45,6 +45,21 @@ async fn client(
         .ready(Duration::from_secs(5))
         .await
         .expect("ready");
+    // ready() returns with the first endpoint up; these tests want every endpoint probed up
+    // (a site-2 endpoint may otherwise be up before site 1 is).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !c
+        .balancer()
+        .endpoints()
+        .iter()
+        .all(|e| e.state == sidekick::EndpointState::Up)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoints never all up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c
 }
 
