@@ -29,17 +29,19 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{self, LoadConfig, Policy, SiteLoad};
+use crate::balance::{self, LoadConfig, SiteLoad};
+use crate::builder::Builder;
+use crate::builder::Config;
 use crate::endpoint::{
     Endpoint, EndpointId, EndpointInfo, HEALTH_DOWN, HEALTH_UNKNOWN, HEALTH_UP, TRIAL_CLAIMED,
     TRIAL_NONE, TRIAL_READY,
 };
 use crate::error::{Error, Kind};
-use crate::failover::{self, EjectConfig, EjectReason};
-use crate::health::{self, ProbeConfig, ProbeFn, Prober, Verdict};
-use crate::retry::{Budget, RetryConfig};
-use crate::site::{self, Target};
-use crate::transport::{self, ServerNames};
+use crate::failover::{self, EjectReason};
+use crate::health::{self, ProbeConfig, Prober, Verdict};
+use crate::retry::Budget;
+use crate::site::Target;
+use crate::transport::ServerNames;
 
 /// What to do with the `Host` header when a request is sent to an endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,551 +132,14 @@ pub enum Event {
     },
 }
 
-type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
+pub(crate) type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Resolves a host name to its addresses, for DNS fan-out.
-pub type ResolveFn = Arc<
+pub(crate) type ResolveFn = Arc<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>>
         + Send
         + Sync,
 >;
-
-// ===== configuration =====
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) policy: Policy,
-    pub(crate) probe: ProbeConfig,
-    pub(crate) eject: EjectConfig,
-    pub(crate) retry: RetryConfig,
-    pub(crate) failure_statuses: Vec<u16>,
-    pub(crate) host_policy: HostPolicy,
-    pub(crate) attempt_timeout: Option<Duration>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) rr_dns: bool,
-    pub(crate) dns_refresh: Duration,
-    pub(crate) ewma_decay: Duration,
-    pub(crate) default_rtt: Duration,
-    pub(crate) failure_penalty: Duration,
-    pub(crate) pool_idle_timeout: Duration,
-    pub(crate) pool_max_idle_per_host: usize,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            policy: Policy::default(),
-            probe: ProbeConfig::default(),
-            eject: EjectConfig::default(),
-            retry: RetryConfig::default(),
-            failure_statuses: (500..=599).chain([429]).collect(),
-            host_policy: HostPolicy::Keep,
-            attempt_timeout: None,
-            connect_timeout: Duration::from_secs(3),
-            rr_dns: false,
-            dns_refresh: Duration::from_secs(30),
-            ewma_decay: Duration::from_secs(10),
-            default_rtt: Duration::from_millis(10),
-            failure_penalty: Duration::from_secs(1),
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 1024,
-            #[cfg(feature = "tls")]
-            tls: None,
-        }
-    }
-}
-
-/// Builds a [`Balancer`]. Every setter documents its default; [`Builder::build`] validates the
-/// whole configuration and names the first bad part.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), sidekick::Error> {
-/// use std::time::Duration;
-/// let balancer = sidekick::Balancer::builder()
-///     .site("http://10.0.0.{1...4}:9000")       // first choice
-///     .site("http://10.0.1.{1...4}:9000")       // used only while the first site is down
-///     .health_path("/minio/health/ready")
-///     .health_interval(Duration::from_secs(2))
-///     .build()?;
-/// balancer.ready(Duration::from_secs(5)).await?;
-/// let lease = balancer.pick()?;
-/// println!("send to {}", lease.url());
-/// lease.finish(sidekick::Outcome::Success);
-/// # Ok(()) }
-/// ```
-#[must_use]
-pub struct Builder {
-    sites: Vec<String>,
-    cfg: Config,
-    err: Option<Error>,
-    events: Option<EventFn>,
-    resolver: Option<ResolveFn>,
-    probe_fn: Option<ProbeFn>,
-    runtime: Option<Handle>,
-}
-
-impl std::fmt::Debug for Builder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("sites", &self.sites)
-            .field("policy", &self.cfg.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder::new()
-    }
-}
-
-fn positive(name: &str, d: Duration) -> Result<(), Error> {
-    if d.is_zero() {
-        Err(Error::config(format!("{name} must be greater than zero")))
-    } else {
-        Ok(())
-    }
-}
-
-fn status_list(name: &str, statuses: &[u16]) -> Result<(), Error> {
-    match statuses.iter().find(|s| !(100..=599).contains(*s)) {
-        Some(s) => Err(Error::config(format!(
-            "{name}: {s} is not an HTTP status (100-599)"
-        ))),
-        None => Ok(()),
-    }
-}
-
-impl Builder {
-    /// A builder with no sites and every option at its default.
-    pub fn new() -> Self {
-        Builder {
-            sites: Vec::new(),
-            cfg: Config::default(),
-            err: None,
-            events: None,
-            resolver: None,
-            probe_fn: None,
-            runtime: None,
-        }
-    }
-
-    /// Add a site, in sidekick's SITE syntax: comma-separated pools, each with optional
-    /// `{N...M}` ranges, e.g. `http://minio{1...4}:9000,http://10.0.0.{5...8}:9000`. Sites are
-    /// tried in the order they are added. At least one site is required.
-    pub fn site(mut self, spec: impl AsRef<str>) -> Self {
-        self.sites.push(spec.as_ref().to_string());
-        self
-    }
-
-    /// Add several sites, in order (see [`Builder::site`]).
-    pub fn sites<I, S>(mut self, specs: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.sites
-            .extend(specs.into_iter().map(|s| s.as_ref().to_string()));
-        self
-    }
-
-    /// How to choose inside a site. Default is [`Policy::PeakEwma`] (power of two choices).
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.cfg.policy = policy;
-        self
-    }
-
-    /// Turn active health probes on or off. Default is on. With probes off every endpoint starts
-    /// in rotation and only passive ejection takes one out.
-    pub fn health_check(mut self, enabled: bool) -> Self {
-        self.cfg.probe.enabled = enabled;
-        self
-    }
-
-    /// Probe path, appended to the endpoint's URL (a leading `/` is added when missing). Default is
-    /// `/`, like sidekick; MinIO wants `/minio/health/ready` (or `/minio/health/cluster`).
-    pub fn health_path(mut self, path: impl AsRef<str>) -> Self {
-        self.cfg.probe.path = health::normalize_path(path.as_ref());
-        self
-    }
-
-    /// A different probe path for the last site (sidekick's `--read-health-path`), e.g.
-    /// `/minio/health/cluster/read` for a read-only replica. Default: the same path as the others.
-    pub fn last_site_health_path(mut self, path: impl AsRef<str>) -> Self {
-        self.cfg.probe.last_site_path = Some(health::normalize_path(path.as_ref()));
-        self
-    }
-
-    /// Probe this port instead of the endpoint's own. Default: the endpoint's port.
-    pub fn health_port(mut self, port: impl Into<Option<u16>>) -> Self {
-        self.cfg.probe.port = port.into();
-        self
-    }
-
-    /// Time between probes of one endpoint (plus jitter). Default is 5 s.
-    pub fn health_interval(mut self, interval: Duration) -> Self {
-        self.cfg.probe.interval = interval;
-        self
-    }
-
-    /// Deadline of one probe. Default is 10 s.
-    pub fn health_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.probe.timeout = timeout;
-        self
-    }
-
-    /// Random share added to every probe delay, from 0.0 to 10.0: the interval becomes
-    /// `interval + uniform[0, jitter × interval)`, and the first probe waits up to
-    /// `jitter × min(interval, 1 s)`. Default is 0.2. (sidekick uses 1.0.)
-    pub fn health_jitter(mut self, jitter: f64) -> Self {
-        self.cfg.probe.jitter = jitter;
-        self
-    }
-
-    /// Statuses a probe answer must have to pass. Default is `[200]`.
-    pub fn healthy_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
-        self.cfg.probe.healthy = statuses.into_iter().collect();
-        self
-    }
-
-    /// Consecutive passing probes that bring an endpoint up. Default is 1.
-    pub fn rise(mut self, n: u32) -> Self {
-        self.cfg.probe.rise = n;
-        self
-    }
-
-    /// Consecutive failing probes that take an endpoint down. Default is 1.
-    pub fn fall(mut self, n: u32) -> Self {
-        self.cfg.probe.fall = n;
-        self
-    }
-
-    /// Response statuses that count toward passive ejection; [`Builder::eject_after`] consecutive
-    /// ones eject the endpoint. Default is none (only connection failures eject).
-    pub fn eject_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
-        self.cfg.eject.statuses = statuses.into_iter().collect();
-        self
-    }
-
-    /// How many consecutive `eject_statuses` answers eject an endpoint. Default is 5.
-    pub fn eject_after(mut self, n: u32) -> Self {
-        self.cfg.eject.after = n;
-        self
-    }
-
-    /// The most of a site's probed-up endpoints passive ejection may take out, from 0.0 to 1.0;
-    /// the last one always stays. Default is 0.5.
-    pub fn max_ejected_share(mut self, share: f64) -> Self {
-        self.cfg.eject.max_share = share;
-        self
-    }
-
-    /// Backoff before the trial request of an ejected endpoint when probes are off: `base`
-    /// doubling per ejection in a row up to `max`, jittered down by up to half. Default is 1 s
-    /// and 60 s.
-    pub fn eject_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.cfg.eject.backoff_base = base;
-        self.cfg.eject.backoff_max = max;
-        self
-    }
-
-    /// Response statuses counted as failures in the load score and the statistics. Default is
-    /// 500–599 and 429.
-    pub fn failure_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
-        self.cfg.failure_statuses = statuses.into_iter().collect();
-        self
-    }
-
-    /// Latency recorded for a failed request, so that a fast-failing endpoint never looks
-    /// cheapest. Default is 1 s.
-    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
-        self.cfg.failure_penalty = penalty;
-        self
-    }
-
-    /// Time constant of the latency EWMA. Default is 10 s.
-    pub fn ewma_decay(mut self, decay: Duration) -> Self {
-        self.cfg.ewma_decay = decay;
-        self
-    }
-
-    /// Latency assumed for endpoints of a site that has no sample yet. Default is 10 ms.
-    pub fn default_rtt(mut self, rtt: Duration) -> Self {
-        self.cfg.default_rtt = rtt;
-        self
-    }
-
-    /// Total attempts for a request that was sent and failed (idempotent, replayable requests
-    /// only; connect failures are retried on every untried endpoint regardless). Default is 3;
-    /// 1 turns such retries off.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.cfg.retry.max_attempts = n;
-        self
-    }
-
-    /// Statuses on which an idempotent request is retried on another endpoint. Default is
-    /// 502, 503 and 504.
-    pub fn retry_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
-        self.cfg.retry.statuses = statuses.into_iter().collect();
-        self
-    }
-
-    /// The largest request body buffered so that it can be replayed on a retry. Larger (or
-    /// unknown-length) bodies are streamed and only retried when nothing was sent. Default is
-    /// 64 KiB.
-    pub fn retry_buffer(mut self, bytes: usize) -> Self {
-        self.cfg.retry.buffer = bytes;
-        self
-    }
-
-    /// Retry budget: retries may add at most `ratio` of the requests of the last 10 s, plus
-    /// `min_per_sec` per second. Default is 0.2 and 10.
-    pub fn retry_budget(mut self, ratio: f64, min_per_sec: u32) -> Self {
-        self.cfg.retry.budget_ratio = ratio;
-        self.cfg.retry.budget_min_per_sec = min_per_sec;
-        self
-    }
-
-    /// What to do with the `Host` header. Default is [`HostPolicy::Keep`].
-    pub fn host_policy(mut self, policy: HostPolicy) -> Self {
-        self.cfg.host_policy = policy;
-        self
-    }
-
-    /// Deadline for one attempt to get a response head; on expiry the attempt counts as a
-    /// timeout (the endpoint is ejected, idempotent requests are retried). Default is none.
-    pub fn attempt_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.cfg.attempt_timeout = timeout.into();
-        self
-    }
-
-    /// TCP connect timeout of the built-in connector (probes and [`Client`](crate::Client)).
-    /// Default is 3 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.connect_timeout = timeout;
-        self
-    }
-
-    /// How long an idle connection to an endpoint is kept by the built-in client.
-    /// Default is 90 s.
-    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.pool_idle_timeout = timeout;
-        self
-    }
-
-    /// The most idle connections kept per endpoint by the built-in client. Default is 1024.
-    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
-        self.cfg.pool_max_idle_per_host = n;
-        self
-    }
-
-    /// Fan each host name out into one endpoint per address it resolves to (sidekick's
-    /// `--rr-dns-mode`), re-resolved every [`Builder::dns_refresh`]; a failed lookup keeps the last
-    /// good answer. TLS still verifies against the host name. Default is off.
-    pub fn rr_dns(mut self, enabled: bool) -> Self {
-        self.cfg.rr_dns = enabled;
-        self
-    }
-
-    /// How often fanned-out host names are resolved again, jittered by ±10 %, never more often
-    /// than once a second. Default is 30 s.
-    pub fn dns_refresh(mut self, every: Duration) -> Self {
-        self.cfg.dns_refresh = every;
-        self
-    }
-
-    /// Replace the system resolver used by DNS fan-out (tests, service discovery).
-    /// Default: the system resolver.
-    pub fn resolver<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send + 'static,
-    {
-        self.resolver = Some(Arc::new(move |h| Box::pin(f(h))));
-        self
-    }
-
-    /// Probe endpoints with this function instead of an HTTP `GET` (a TCP check, a gRPC health
-    /// call, a test double). It receives the endpoint URL and resolves to `Ok(())` when healthy,
-    /// `Err(reason)` otherwise; the health timeout, interval, jitter and rise/fall still apply.
-    /// Default: the HTTP probe.
-    pub fn probe_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
-    {
-        self.probe_fn = Some(Arc::new(move |u| Box::pin(f(u))));
-        self
-    }
-
-    /// rustls configuration for HTTPS endpoints. Default: the system's root certificates.
-    #[cfg(feature = "tls")]
-    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
-        self.cfg.tls = Some(Arc::new(config));
-        self
-    }
-
-    /// Called on every state change and retry (in addition to the `tracing` events). Keep it
-    /// quick: it runs on the request or probe path. Default: none.
-    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.events = Some(Arc::new(f));
-        self
-    }
-
-    /// The tokio runtime that runs probes and DNS refreshes. Default: the runtime `build()` is
-    /// called from (it is an error to build outside one without setting this).
-    pub fn runtime(mut self, handle: Handle) -> Self {
-        self.runtime = Some(handle);
-        self
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        if let Some(e) = &self.err {
-            return Err(Error::config(e.to_string()));
-        }
-        let c = &self.cfg;
-        if self.sites.is_empty() {
-            return Err(Error::config("no site given: add at least one"));
-        }
-        positive("health_interval", c.probe.interval)?;
-        positive("health_timeout", c.probe.timeout)?;
-        positive("connect_timeout", c.connect_timeout)?;
-        positive("ewma_decay", c.ewma_decay)?;
-        positive("default_rtt", c.default_rtt)?;
-        positive("dns_refresh", c.dns_refresh)?;
-        positive("eject_backoff base", c.eject.backoff_base)?;
-        if c.eject.backoff_max < c.eject.backoff_base {
-            return Err(Error::config(
-                "eject_backoff: max must not be smaller than base",
-            ));
-        }
-        if let Some(t) = c.attempt_timeout {
-            positive("attempt_timeout", t)?;
-        }
-        if !(0.0..=10.0).contains(&c.probe.jitter) {
-            return Err(Error::config(format!(
-                "health_jitter must be within 0.0 and 10.0, got {}",
-                c.probe.jitter
-            )));
-        }
-        if !(0.0..=1.0).contains(&c.eject.max_share) {
-            return Err(Error::config(format!(
-                "max_ejected_share must be within 0.0 and 1.0, got {}",
-                c.eject.max_share
-            )));
-        }
-        if !(c.retry.budget_ratio >= 0.0 && c.retry.budget_ratio <= 100.0) {
-            return Err(Error::config(format!(
-                "retry_budget ratio must be within 0.0 and 100.0, got {}",
-                c.retry.budget_ratio
-            )));
-        }
-        if c.retry.max_attempts == 0 {
-            return Err(Error::config("max_attempts must be at least 1"));
-        }
-        if c.probe.rise == 0 || c.probe.fall == 0 || c.eject.after == 0 {
-            return Err(Error::config(
-                "rise, fall and eject_after must be at least 1",
-            ));
-        }
-        if c.probe.healthy.is_empty() {
-            return Err(Error::config("healthy_statuses must not be empty"));
-        }
-        if c.probe.port == Some(0) {
-            return Err(Error::config("health_port must be within 1 and 65535"));
-        }
-        status_list("healthy_statuses", &c.probe.healthy)?;
-        status_list("eject_statuses", &c.eject.statuses)?;
-        status_list("failure_statuses", &c.failure_statuses)?;
-        status_list("retry_statuses", &c.retry.statuses)?;
-        Ok(())
-    }
-
-    /// Check everything, start the probes and return the balancer.
-    ///
-    /// Fails with an [`Error::is_config`] error naming the bad site or option, or when no tokio
-    /// runtime is available.
-    pub fn build(self) -> Result<Balancer, Error> {
-        self.validate()?;
-        let runtime = match self.runtime.clone() {
-            Some(h) => h,
-            None => Handle::try_current().map_err(|_| {
-                Error::config("no tokio runtime: call build() inside one or set .runtime(handle)")
-            })?,
-        };
-        let mut parsed = Vec::with_capacity(self.sites.len());
-        for (i, spec) in self.sites.iter().enumerate() {
-            let targets = site::parse_site(spec)
-                .map_err(|e| Error::config(format!("site {}: {e}", i + 1)).with_source(e))?;
-            parsed.push(targets);
-        }
-        let cfg = self.cfg;
-        let names = ServerNames::default();
-        let prober = if !cfg.probe.enabled {
-            None
-        } else if let Some(f) = self.probe_fn {
-            Some(Prober::Custom(f))
-        } else {
-            let _guard = runtime.enter();
-            #[cfg(feature = "tls")]
-            let conn = transport::connector(cfg.connect_timeout, cfg.tls.clone(), names.clone())?;
-            #[cfg(not(feature = "tls"))]
-            let conn = transport::connector(cfg.connect_timeout, names.clone())?;
-            Some(Prober::Http(Box::new(
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(1)
-                    .build(conn),
-            )))
-        };
-        let load_cfg = LoadConfig {
-            decay_ns: cfg.ewma_decay.as_nanos() as f64,
-            default_rtt_ns: cfg.default_rtt.as_nanos() as f64,
-            penalty_ns: cfg.failure_penalty.as_nanos() as f64,
-        };
-        let n_sites = parsed.len();
-        let sites = parsed
-            .into_iter()
-            .enumerate()
-            .map(|(i, targets)| {
-                let path = match (&cfg.probe.last_site_path, i + 1 == n_sites) {
-                    (Some(p), true) => p.clone(),
-                    _ => cfg.probe.path.clone(),
-                };
-                Site {
-                    targets,
-                    probe_path: path,
-                    state: ArcSwap::from_pointee(SiteState::default()),
-                    load: SiteLoad::default(),
-                    rr: AtomicUsize::new(0),
-                    lock: Mutex::new(()),
-                }
-            })
-            .collect();
-        let (changed, _) = tokio::sync::watch::channel(0u64);
-        let core = Arc::new_cyclic(|me| Core {
-            me: me.clone(),
-            budget: Budget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
-            probe_cfg: Arc::new(cfg.probe.clone()),
-            cfg,
-            load_cfg,
-            sites,
-            epoch: Instant::now(),
-            cancel: CancellationToken::new(),
-            changed,
-            events: self.events,
-            resolver: self.resolver,
-            prober,
-            names,
-            runtime,
-            next_id: AtomicU64::new(1),
-        });
-        core.populate();
-        Ok(Balancer { core })
-    }
-}
 
 // ===== core state =====
 
@@ -685,32 +150,32 @@ pub(crate) struct SiteState {
 }
 
 pub(crate) struct Site {
-    targets: Vec<Target>,
-    probe_path: String,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) probe_path: String,
     pub(crate) state: ArcSwap<SiteState>,
     pub(crate) load: SiteLoad,
-    rr: AtomicUsize,
+    pub(crate) rr: AtomicUsize,
     /// Serialises state changes of this site (never held on the request path).
-    lock: Mutex<()>,
+    pub(crate) lock: Mutex<()>,
 }
 
 pub(crate) struct Core {
     /// A weak link to this very core, for tasks that must not keep it alive.
-    me: Weak<Core>,
+    pub(crate) me: Weak<Core>,
     pub(crate) cfg: Config,
-    probe_cfg: Arc<ProbeConfig>,
+    pub(crate) probe_cfg: Arc<ProbeConfig>,
     pub(crate) load_cfg: LoadConfig,
     pub(crate) sites: Vec<Site>,
-    epoch: Instant,
+    pub(crate) epoch: Instant,
     pub(crate) budget: Budget,
-    cancel: CancellationToken,
-    changed: tokio::sync::watch::Sender<u64>,
-    events: Option<EventFn>,
-    resolver: Option<ResolveFn>,
-    prober: Option<Prober>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) changed: tokio::sync::watch::Sender<u64>,
+    pub(crate) events: Option<EventFn>,
+    pub(crate) resolver: Option<ResolveFn>,
+    pub(crate) prober: Option<Prober>,
     pub(crate) names: ServerNames,
     pub(crate) runtime: Handle,
-    next_id: AtomicU64,
+    pub(crate) next_id: AtomicU64,
 }
 
 impl Drop for Core {
@@ -719,7 +184,7 @@ impl Drop for Core {
     }
 }
 
-fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+pub(crate) fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
     // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -784,7 +249,7 @@ impl Core {
         });
     }
 
-    fn make_endpoint(
+    pub(crate) fn make_endpoint(
         &self,
         site_idx: usize,
         origin: usize,
@@ -883,7 +348,7 @@ impl Core {
         }))
     }
 
-    fn start_probe(self: &Arc<Self>, ep: &Arc<Endpoint>) {
+    pub(crate) fn start_probe(self: &Arc<Self>, ep: &Arc<Endpoint>) {
         if let Some(prober) = &self.prober {
             let fut = health::run(
                 Arc::downgrade(self),
@@ -897,13 +362,13 @@ impl Core {
     }
 
     /// Create the endpoints of every site and start their tasks.
-    fn populate(self: &Arc<Self>) {
+    pub(crate) fn populate(self: &Arc<Self>) {
         for (si, site) in self.sites.iter().enumerate() {
             let mut eps = Vec::new();
             for (origin, t) in site.targets.iter().enumerate() {
                 let fan_out = self.cfg.rr_dns && t.host().parse::<std::net::IpAddr>().is_err();
                 if fan_out {
-                    self.runtime.spawn(dns_task(
+                    self.runtime.spawn(crate::dns::dns_task(
                         Arc::downgrade(self),
                         si,
                         origin,
@@ -927,7 +392,7 @@ impl Core {
 
     /// Store a new endpoint list for a site and its derived available list. Call with the site
     /// lock held.
-    fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
+    pub(crate) fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
         let available = endpoints.iter().filter(|e| e.listed()).cloned().collect();
         site.state.store(Arc::new(SiteState {
             endpoints,
@@ -1224,136 +689,6 @@ impl Core {
             ep.load.reset();
             self.readmit(ep);
         }
-    }
-
-    // ----- DNS fan-out -----
-
-    fn apply_addresses(
-        self: &Arc<Self>,
-        si: usize,
-        origin: usize,
-        target: &Target,
-        ips: &[std::net::IpAddr],
-    ) {
-        let site = &self.sites[si];
-        let host = target.host().to_string();
-        let mut started = Vec::new();
-        {
-            let _g = lock(&site.lock);
-            let cur = site.state.load();
-            let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(cur.endpoints.len() + ips.len());
-            let mut added = false;
-            let mut removed = false;
-            // Keep endpoints of other targets, and of this target whose address is still there.
-            for ep in &cur.endpoints {
-                let kept =
-                    ep.origin != origin || ips.iter().any(|ip| ep.target.host() == ip.to_string());
-                if kept {
-                    next.push(ep.clone());
-                } else {
-                    ep.cancel.cancel();
-                    removed = true;
-                }
-            }
-            for ip in ips {
-                let have = next
-                    .iter()
-                    .any(|e| e.origin == origin && e.target.host() == ip.to_string());
-                if have {
-                    continue;
-                }
-                match self.make_endpoint(si, origin, target.with_host(*ip), Some(&host)) {
-                    Ok(ep) => {
-                        started.push(ep.clone());
-                        next.push(ep);
-                        added = true;
-                    }
-                    Err(e) => tracing::error!(error = %e, "resolved endpoint skipped"),
-                }
-            }
-            if !added && !removed {
-                return;
-            }
-            // Keep the site's order stable: by target, then by address text.
-            next.sort_by(|a, b| (a.origin, a.url.as_str()).cmp(&(b.origin, b.url.as_str())));
-            self.publish(site, next);
-        }
-        tracing::info!(host = %host, addresses = ips.len(), "DNS fan-out updated");
-        for ep in &started {
-            self.start_probe(ep);
-        }
-    }
-
-    fn resolve(
-        &self,
-        host: String,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
-        match &self.resolver {
-            Some(r) => r(host),
-            None => Box::pin(async move {
-                let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-                let mut ips: Vec<std::net::IpAddr> = Vec::new();
-                for a in addrs {
-                    if !ips.contains(&a.ip()) {
-                        ips.push(a.ip());
-                    }
-                }
-                Ok(ips)
-            }),
-        }
-    }
-}
-
-/// Resolve one host name now and then every `dns_refresh` (±10 %), at most once a second,
-/// keeping the last good answer when a lookup fails or comes back empty.
-async fn dns_task(
-    core: Weak<Core>,
-    si: usize,
-    origin: usize,
-    target: Target,
-    cancel: CancellationToken,
-) {
-    let mut delay = Duration::ZERO;
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        let Some(c) = core.upgrade() else { return };
-        let refresh = c.cfg.dns_refresh.max(Duration::from_secs(1));
-        let lookup = c.resolve(target.host().to_string());
-        drop(c);
-        let res = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(Duration::from_secs(5), lookup) => r,
-        };
-        let Some(c) = core.upgrade() else { return };
-        match res {
-            Ok(Ok(ips)) if !ips.is_empty() => {
-                failures = 0;
-                c.apply_addresses(si, origin, &target, &ips);
-            }
-            other => {
-                failures = failures.saturating_add(1);
-                let why = match other {
-                    Ok(Ok(_)) => "no address".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "lookup timed out".to_string(),
-                };
-                tracing::warn!(host = %target.host(), error = %why, "DNS lookup failed; keeping the last good answer");
-            }
-        }
-        drop(c);
-        // Retry a failing first lookup sooner, but never more than once a second.
-        let base = if failures > 0 && failures < 5 {
-            Duration::from_secs(1)
-        } else {
-            refresh
-        };
-        delay = base
-            .mul_f64(0.9 + 0.2 * fastrand::f64())
-            .max(Duration::from_secs(1));
     }
 }
 

@@ -11,7 +11,8 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use crate::balancer::{Balancer, Builder};
+use crate::balancer::Balancer;
+use crate::builder::Builder;
 use crate::error::{BoxError, Error};
 use crate::service::{RetryBody, Sidekick};
 use crate::transport::{self, Connector};

@@ -39,6 +39,8 @@
 
 pub mod balance;
 mod balancer;
+mod builder;
+mod dns;
 pub mod endpoint;
 mod error;
 pub mod failover;
@@ -54,7 +56,8 @@ pub mod service;
 mod client;
 
 pub use balance::Policy;
-pub use balancer::{Balancer, Builder, Event, HostPolicy, Lease, Outcome};
+pub use balancer::{Balancer, Event, HostPolicy, Lease, Outcome};
+pub use builder::Builder;
 pub use endpoint::{EndpointId, EndpointInfo, EndpointState};
 pub use error::{BoxError, Error};
 pub use failover::EjectReason;
