@@ -155,7 +155,7 @@ fn bench_pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick_finish");
     group
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
+        .measurement_time(Duration::from_secs(4))
         .sample_size(100);
 
     // Default policy, 1 and 2 threads.
@@ -192,5 +192,10 @@ fn bench_pick(c: &mut Criterion) {
     drop(rt);
 }
 
-criterion_group!(benches, bench_pick);
+criterion_group! {
+    name = benches;
+    // No HTML plots: they cost seconds per benchmark and the run must stay short.
+    config = Criterion::default().without_plots();
+    targets = bench_pick
+}
 criterion_main!(benches);

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::{self, LoadConfig, SiteLoad};
 use crate::builder::Builder;
 use crate::builder::Config;
+use crate::clock::Clock;
 use crate::endpoint::{
     Endpoint, EndpointId, EndpointInfo, HEALTH_DOWN, HEALTH_UNKNOWN, HEALTH_UP, TRIAL_CLAIMED,
     TRIAL_NONE, TRIAL_READY,
@@ -153,20 +154,53 @@ pub(crate) struct Site {
     pub(crate) targets: Vec<Target>,
     pub(crate) probe_path: String,
     pub(crate) state: ArcSwap<SiteState>,
-    pub(crate) load: SiteLoad,
     pub(crate) rr: AtomicUsize,
     /// Serialises state changes of this site (never held on the request path).
     pub(crate) lock: Mutex<()>,
+}
+
+/// A set of HTTP statuses, tested in O(1) on the request path.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StatusSet([u64; 10]);
+
+impl StatusSet {
+    pub(crate) fn new(statuses: &[u16]) -> Self {
+        let mut set = StatusSet::default();
+        for &s in statuses {
+            if let Some(w) = set.0.get_mut(usize::from(s) / 64) {
+                *w |= 1 << (s % 64);
+            }
+        }
+        set
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, s: u16) -> bool {
+        self.0
+            .get(usize::from(s) / 64)
+            .is_some_and(|w| w & (1 << (s % 64)) != 0)
+    }
+}
+
+/// What finishing a lease needs, reachable from every endpoint without going through the
+/// balancer (so a lease holds one reference, to its endpoint, and nothing shared by all).
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
+    pub(crate) load_cfg: LoadConfig,
+    pub(crate) failure: StatusSet,
+    pub(crate) eject_statuses: StatusSet,
+    pub(crate) eject_after: u32,
+    /// Typical latency per site.
+    pub(crate) site_loads: Vec<SiteLoad>,
 }
 
 pub(crate) struct Core {
     /// A weak link to this very core, for tasks that must not keep it alive.
     pub(crate) me: Weak<Core>,
     pub(crate) cfg: Config,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) probe_cfg: Arc<ProbeConfig>,
-    pub(crate) load_cfg: LoadConfig,
     pub(crate) sites: Vec<Site>,
-    pub(crate) epoch: Instant,
     pub(crate) budget: Budget,
     pub(crate) cancel: CancellationToken,
     pub(crate) changed: tokio::sync::watch::Sender<u64>,
@@ -192,9 +226,12 @@ pub(crate) fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
 impl Core {
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos() as u64
+        self.shared.clock.now()
+    }
+
+    #[inline]
+    pub(crate) fn coarse_ns(&self) -> u64 {
+        self.shared.clock.coarse()
     }
 
     fn emit(&self, ev: Event) {
@@ -318,6 +355,8 @@ impl Core {
         };
         Ok(Arc::new(Endpoint {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            shared: self.shared.clone(),
+            core: self.me.clone(),
             site: site_idx,
             origin,
             // Never the userinfo: URLs end up in logs and metrics.
@@ -408,14 +447,15 @@ impl Core {
 
     // ----- picking -----
 
-    pub(crate) fn pick(self: &Arc<Self>, exclude: &[EndpointId]) -> Result<Lease, Error> {
+    pub(crate) fn pick(&self, exclude: &[EndpointId]) -> Result<Lease, Error> {
+        // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
-        for site in &self.sites {
+        for (site, load) in self.sites.iter().zip(&self.shared.site_loads) {
             let st = site.state.load();
             if st.available.is_empty() {
                 continue;
             }
-            let seed = site.load.seed(&self.load_cfg);
+            let seed = load.seed(&self.shared.load_cfg);
             for _ in 0..4 {
                 let chosen = balance::select(
                     self.cfg.policy,
@@ -423,7 +463,7 @@ impl Core {
                     &site.rr,
                     now,
                     seed,
-                    &self.load_cfg,
+                    &self.shared.load_cfg,
                     |e| e.pickable() && !exclude.contains(&e.id),
                 );
                 let Some(i) = chosen else { break };
@@ -432,7 +472,6 @@ impl Core {
                     ep.load.start();
                     return Ok(Lease {
                         ep: ep.clone(),
-                        core: self.clone(),
                         start_ns: now,
                         done: false,
                     });
@@ -450,70 +489,19 @@ impl Core {
 
     // ----- outcomes -----
 
-    fn finish(&self, ep: &Arc<Endpoint>, outcome: Outcome, latency_ns: f64) {
-        ep.load.end();
-        let now = self.now_ns();
-        let site = &self.sites[ep.site];
-        let was_trial = ep.trial.load(Ordering::Acquire) == TRIAL_CLAIMED;
-        let (failed, eject) = match outcome {
-            Outcome::Cancelled => {
-                if was_trial {
-                    // The trial told us nothing: let another request try.
-                    let _ = ep.trial.compare_exchange(
-                        TRIAL_CLAIMED,
-                        TRIAL_READY,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
-                }
-                return;
-            }
-            Outcome::Success => (false, None),
-            Outcome::Failed => (true, None),
-            Outcome::Status(s) => {
-                let failed = self.cfg.failure_statuses.contains(&s);
-                let eject = if self.cfg.eject.statuses.contains(&s) {
-                    let run = ep.fail_run.fetch_add(1, Ordering::AcqRel) + 1;
-                    (run >= self.cfg.eject.after).then_some(EjectReason::Status)
-                } else {
-                    ep.fail_run.store(0, Ordering::Release);
-                    None
-                };
-                (failed, eject)
-            }
-            Outcome::Connect | Outcome::Reset => (true, Some(EjectReason::Connect)),
-            Outcome::Timeout => (true, Some(EjectReason::Timeout)),
-        };
-        ep.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            ep.stats.failures.fetch_add(1, Ordering::Relaxed);
-            let penalty = latency_ns.max(self.load_cfg.penalty_ns);
-            ep.load.observe(penalty, now, &self.load_cfg);
-        } else {
-            ep.load.observe(latency_ns, now, &self.load_cfg);
-            site.load.observe(latency_ns, now, &self.load_cfg);
-        }
-        if let Some(reason) = eject {
-            if was_trial {
-                self.trial_failed(ep, reason);
-            } else {
+    /// The slow half of finishing a lease: state changes that take the site lock.
+    pub(crate) fn after_finish(&self, ep: &Arc<Endpoint>, after: AfterFinish) {
+        match after {
+            AfterFinish::Eject(reason) => {
                 self.eject(ep, reason);
             }
-        } else if !failed {
-            if ep.fail_run.load(Ordering::Relaxed) == 0 {
-                ep.eject_streak.store(0, Ordering::Relaxed);
-            }
-            if was_trial {
-                self.readmit(ep);
-            }
-        } else if was_trial {
-            // Failed without an ejection reason (e.g. a 500): still not healthy enough.
-            self.trial_failed(ep, EjectReason::Status);
+            AfterFinish::TrialFailed(reason) => self.trial_failed(ep, reason),
+            AfterFinish::Readmit => self.readmit(ep),
         }
     }
 
     /// Passive ejection, within the bound. Returns whether the endpoint was ejected.
-    fn eject(self: &Core, ep: &Arc<Endpoint>, reason: EjectReason) -> bool {
+    pub(crate) fn eject(self: &Core, ep: &Arc<Endpoint>, reason: EjectReason) -> bool {
         if ep.ejected.load(Ordering::Acquire) || ep.health.load(Ordering::Acquire) != HEALTH_UP {
             return false;
         }
@@ -761,10 +749,11 @@ impl Balancer {
     pub fn endpoints(&self) -> Vec<EndpointInfo> {
         let now = self.core.now_ns();
         let mut out = Vec::new();
-        for site in &self.core.sites {
-            let seed = site.load.seed(&self.core.load_cfg);
+        let sh = &self.core.shared;
+        for (site, load) in self.core.sites.iter().zip(&sh.site_loads) {
+            let seed = load.seed(&sh.load_cfg);
             for ep in &site.state.load().endpoints {
-                out.push(ep.info(now, seed, &self.core.load_cfg));
+                out.push(ep.info(now, seed, &sh.load_cfg));
             }
         }
         out
@@ -787,7 +776,6 @@ impl Balancer {
 /// is finished or dropped.
 pub struct Lease {
     ep: Arc<Endpoint>,
-    core: Arc<Core>,
     start_ns: u64,
     done: bool,
 }
@@ -840,23 +828,108 @@ impl Lease {
 
     /// Report the outcome; the latency is measured from the pick.
     pub fn finish(mut self, outcome: Outcome) {
-        let latency = self.core.now_ns().saturating_sub(self.start_ns) as f64;
+        let now = self.ep.shared.clock.now();
         self.done = true;
-        self.core.finish(&self.ep, outcome, latency);
+        let latency = now.saturating_sub(self.start_ns) as f64;
+        self.ep.finish(outcome, latency, now);
     }
 
     /// Report the outcome with a latency measured by the caller (e.g. time to first byte).
     pub fn finish_with_latency(mut self, outcome: Outcome, latency: Duration) {
+        let now = self.ep.shared.clock.coarse();
         self.done = true;
-        self.core
-            .finish(&self.ep, outcome, latency.as_nanos() as f64);
+        self.ep.finish(outcome, latency.as_nanos() as f64, now);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.done {
-            self.core.finish(&self.ep, Outcome::Cancelled, 0.0);
+            self.ep.finish(Outcome::Cancelled, 0.0, 0);
+        }
+    }
+}
+
+/// What finishing a lease left to do under the site lock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AfterFinish {
+    Eject(EjectReason),
+    TrialFailed(EjectReason),
+    Readmit,
+}
+
+// ===== impl Endpoint: the request path =====
+
+impl Endpoint {
+    /// Account for one finished request: in-flight count, statistics, latency; hands the rare
+    /// state changes to the balancer.
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome, latency_ns: f64, now: u64) {
+        self.load.end();
+        let was_trial = self.trial.load(Ordering::Acquire) == TRIAL_CLAIMED;
+        let sh = &*self.shared;
+        let (failed, eject) = match outcome {
+            Outcome::Cancelled => {
+                if was_trial {
+                    // The trial told us nothing: let another request try.
+                    let _ = self.trial.compare_exchange(
+                        TRIAL_CLAIMED,
+                        TRIAL_READY,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                return;
+            }
+            Outcome::Success => (false, None),
+            Outcome::Failed => (true, None),
+            Outcome::Status(s) => {
+                let failed = sh.failure.contains(s);
+                let eject = if sh.eject_statuses.contains(s) {
+                    let run = self.fail_run.fetch_add(1, Ordering::AcqRel) + 1;
+                    (run >= sh.eject_after).then_some(EjectReason::Status)
+                } else {
+                    if self.fail_run.load(Ordering::Relaxed) != 0 {
+                        self.fail_run.store(0, Ordering::Release);
+                    }
+                    None
+                };
+                (failed, eject)
+            }
+            Outcome::Connect | Outcome::Reset => (true, Some(EjectReason::Connect)),
+            Outcome::Timeout => (true, Some(EjectReason::Timeout)),
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let penalty = latency_ns.max(sh.load_cfg.penalty_ns);
+            self.load.observe(penalty, now, &sh.load_cfg);
+        } else {
+            self.load.observe(latency_ns, now, &sh.load_cfg);
+            if let Some(site) = sh.site_loads.get(self.site) {
+                site.observe(latency_ns, now, &sh.load_cfg);
+            }
+        }
+        let after = match (eject, was_trial, failed) {
+            (Some(reason), true, _) => Some(AfterFinish::TrialFailed(reason)),
+            (Some(reason), false, _) => Some(AfterFinish::Eject(reason)),
+            // Failed without an ejection reason (e.g. a 500): still not healthy enough.
+            (None, true, true) => Some(AfterFinish::TrialFailed(EjectReason::Status)),
+            (None, true, false) => Some(AfterFinish::Readmit),
+            (None, false, _) => {
+                if !failed
+                    && self.eject_streak.load(Ordering::Relaxed) != 0
+                    && self.fail_run.load(Ordering::Relaxed) == 0
+                {
+                    self.eject_streak.store(0, Ordering::Relaxed);
+                }
+                None
+            }
+        };
+        if let Some(after) = after {
+            // The balancer may be gone (its last handle dropped while this lease was out).
+            if let Some(core) = self.core.upgrade() {
+                core.after_finish(self, after);
+            }
         }
     }
 }

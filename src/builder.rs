@@ -12,7 +12,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{LoadConfig, Policy, SiteLoad};
-use crate::balancer::{Balancer, Core, Event, EventFn, HostPolicy, ResolveFn, Site, SiteState};
+use crate::balancer::{
+    Balancer, Core, Event, EventFn, HostPolicy, ResolveFn, Shared, Site, SiteState, StatusSet,
+};
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::failover::EjectConfig;
 use crate::health::{self, ProbeConfig, ProbeFn, Prober};
@@ -92,6 +95,7 @@ pub struct Builder {
     resolver: Option<ResolveFn>,
     probe_fn: Option<ProbeFn>,
     runtime: Option<Handle>,
+    tokio_clock: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -137,6 +141,7 @@ impl Builder {
             resolver: None,
             probe_fn: None,
             runtime: None,
+            tokio_clock: false,
         }
     }
 
@@ -402,6 +407,14 @@ impl Builder {
         self
     }
 
+    /// Read the time from tokio's clock, so that `tokio::time::pause()` and `advance()` drive
+    /// latency decay and downtimes too (tests and simulations of your own application). Default
+    /// is off: the system's monotonic clock, read in a few nanoseconds.
+    pub fn tokio_clock(mut self, enabled: bool) -> Self {
+        self.tokio_clock = enabled;
+        self
+    }
+
     /// The tokio runtime that runs probes and DNS refreshes. Default: the runtime `build()` is
     /// called from (it is an error to build outside one without setting this).
     pub fn runtime(mut self, handle: Handle) -> Self {
@@ -526,21 +539,32 @@ impl Builder {
                     targets,
                     probe_path: path,
                     state: ArcSwap::from_pointee(SiteState::default()),
-                    load: SiteLoad::default(),
                     rr: AtomicUsize::new(0),
                     lock: Mutex::new(()),
                 }
             })
             .collect();
         let (changed, _) = tokio::sync::watch::channel(0u64);
+        let clock = if self.tokio_clock {
+            Clock::Tokio(Instant::now())
+        } else {
+            Clock::System
+        };
+        let shared = Arc::new(Shared {
+            clock,
+            load_cfg,
+            failure: StatusSet::new(&cfg.failure_statuses),
+            eject_statuses: StatusSet::new(&cfg.eject.statuses),
+            eject_after: cfg.eject.after,
+            site_loads: (0..n_sites).map(|_| SiteLoad::default()).collect(),
+        });
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
+            shared,
             budget: Budget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
             probe_cfg: Arc::new(cfg.probe.clone()),
             cfg,
-            load_cfg,
             sites,
-            epoch: Instant::now(),
             cancel: CancellationToken::new(),
             changed,
             events: self.events,

@@ -94,9 +94,12 @@ pub(crate) struct Stats {
     pub(crate) ejections: AtomicU64,
 }
 
-#[derive(Debug)]
 pub(crate) struct Endpoint {
     pub(crate) id: EndpointId,
+    /// What finishing a request needs (clock, load settings, status sets, site averages).
+    pub(crate) shared: std::sync::Arc<crate::balancer::Shared>,
+    /// The balancer, for the rare state changes; weak so that endpoints never keep it alive.
+    pub(crate) core: std::sync::Weak<crate::balancer::Core>,
     pub(crate) site: usize,
     /// Index of the site target this endpoint comes from (several with DNS fan-out).
     pub(crate) origin: usize,
@@ -124,6 +127,16 @@ pub(crate) struct Endpoint {
     pub(crate) down_since: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {

@@ -40,6 +40,7 @@
 pub mod balance;
 mod balancer;
 mod builder;
+mod clock;
 mod dns;
 pub mod endpoint;
 mod error;

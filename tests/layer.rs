@@ -90,9 +90,16 @@ async fn spreads_requests_over_the_site() {
     let site = bes.iter().map(|b| b.url()).collect::<Vec<_>>().join(",");
     let b = balancer(&site, HostPolicy::Keep);
     let svc = SidekickLayer::new(b.clone()).layer(inner());
-    for _ in 0..300 {
-        let resp = svc.clone().oneshot(get("/x")).await.unwrap();
-        let _ = resp.into_body().collect().await.unwrap();
+    // 10 requests in flight at a time, as a loaded client sends them.
+    for _ in 0..30 {
+        let batch = (0..10).map(|_| {
+            let svc = svc.clone();
+            async move {
+                let resp = svc.oneshot(get("/x")).await.unwrap();
+                resp.into_body().collect().await.unwrap();
+            }
+        });
+        futures_util::future::join_all(batch).await;
     }
     for be in &bes {
         // Load-aware, so not an even split; but no endpoint is starved.

@@ -166,6 +166,7 @@ async fn a_failure_penalty_decays_back_toward_the_site_latency() {
         .health_check(false)
         .ewma_decay(Duration::from_secs(10))
         .failure_penalty(Duration::from_secs(1))
+        .tokio_clock(true) // the decay follows the paused clock
         .max_ejected_share(0.0) // keep it in rotation: this test is about the score
         .build()
         .unwrap();

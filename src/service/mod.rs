@@ -266,7 +266,7 @@ fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
 fn rewrite<B>(
     lease: &Lease,
     method: &http::Method,
-    pq: &str,
+    pq: &http::uri::PathAndQuery,
     version: http::Version,
     headers: &http::HeaderMap,
     extensions: &http::Extensions,
@@ -278,7 +278,7 @@ fn rewrite<B>(
         .scheme(lease.scheme().clone())
         .authority(lease.authority().clone());
     let uri = if base.is_empty() {
-        uri.path_and_query(pq)
+        uri.path_and_query(pq.clone())
     } else {
         uri.path_and_query(format!("{base}{pq}"))
     };
@@ -316,7 +316,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    core.budget.deposit(core.now_ns());
+    core.budget.deposit(core.coarse_ns());
     let cfg = &core.cfg;
     let (parts, body) = req.into_parts();
     let idempotent = is_idempotent(&parts.method);
@@ -353,17 +353,16 @@ where
     let pq = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
-    let mut tried: Vec<u64> = Vec::with_capacity(2);
+    // Endpoints already tried; allocated only when a request is retried.
+    let mut tried: Vec<u64> = Vec::new();
     let mut lease = core.pick(&tried)?;
     let mut attempts: u32 = 0;
     let mut sent_attempts: u32 = 0;
     loop {
         attempts += 1;
-        tried.push(lease.id());
         let req = rewrite(
             &lease,
             &parts.method,
@@ -395,8 +394,9 @@ where
                     && source.replayable()
                     && sent_attempts + 1 < cfg.retry.max_attempts
                 {
+                    tried.push(lease.id());
                     if let Ok(next) = core.pick(&tried) {
-                        if core.budget.withdraw(core.now_ns()) {
+                        if core.budget.withdraw(core.coarse_ns()) {
                             core.emit_retry(lease.url(), attempts, "status");
                             lease.finish(Outcome::Status(status));
                             sent_attempts += 1;
@@ -411,6 +411,7 @@ where
             }
             Err((failure, err)) => {
                 let url = lease.url().to_string();
+                let failed_id = lease.id();
                 let not_sent = failure == Failure::Connect && source.intact();
                 if !not_sent {
                     sent_attempts += 1;
@@ -432,10 +433,11 @@ where
                 if !may_retry {
                     return Err(fail());
                 }
+                tried.push(failed_id);
                 let Ok(next) = core.pick(&tried) else {
                     return Err(fail());
                 };
-                if !not_sent && !core.budget.withdraw(core.now_ns()) {
+                if !not_sent && !core.budget.withdraw(core.coarse_ns()) {
                     core.emit_budget_exhausted(&url);
                     return Err(fail());
                 }
