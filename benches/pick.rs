@@ -174,6 +174,22 @@ fn bench_pick(c: &mut Criterion) {
         assert_idle(&balancer);
     }
 
+    // The bindings' shape: the caller measures the latency (no clock read at finish).
+    for n in [4usize, 1024] {
+        let balancer = build(&rt, n, Policy::default());
+        group.bench_with_input(
+            BenchmarkId::new("p2c_caller_latency/1thread", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    let lease = black_box(&balancer).pick().expect("pick");
+                    lease.finish_with_latency(Outcome::Success, Duration::from_micros(500));
+                })
+            },
+        );
+        assert_idle(&balancer);
+    }
+
     // Other policies, 1 thread.
     for (name, policy) in [
         ("least/1thread", Policy::Least),
