@@ -487,6 +487,26 @@ impl Core {
             .any(|s| s.state.load().available.iter().any(|e| e.pickable()))
     }
 
+    /// Ready for traffic: some site has an available endpoint, and every site before it has
+    /// had its verdict (no endpoint there still waiting for its first probe) — so that early
+    /// requests do not go to a fallback site only because the preferred one is not probed yet.
+    pub(crate) fn settled(&self) -> bool {
+        for site in &self.sites {
+            let st = site.state.load();
+            if st.available.iter().any(|e| e.pickable()) {
+                return true;
+            }
+            if st
+                .endpoints
+                .iter()
+                .any(|e| e.health.load(Ordering::Acquire) == HEALTH_UNKNOWN)
+            {
+                return false;
+            }
+        }
+        false
+    }
+
     // ----- outcomes -----
 
     /// The slow half of finishing a lease: state changes that take the site lock.
@@ -719,12 +739,16 @@ impl Balancer {
         self.core.pick(tried)
     }
 
-    /// Wait until at least one endpoint is available, at most `timeout`.
+    /// Wait until the balancer is ready for traffic, at most `timeout`: an endpoint is available,
+    /// and every site before it has been probed (so the first requests do not go to a fallback
+    /// site only because the preferred one had not been probed yet). When the timeout expires
+    /// with some endpoint available, that is good enough: `Ok`. Otherwise
+    /// [`Error::is_not_ready`].
     pub async fn ready(&self, timeout: Duration) -> Result<(), Error> {
         let mut rx = self.core.changed.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
-            if self.core.any_available() {
+            if self.core.settled() {
                 return Ok(());
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {

@@ -210,3 +210,40 @@ async fn a_failure_penalty_decays_back_toward_the_site_latency() {
     });
     assert!(picked.count() > 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ready_waits_for_the_preferred_site_to_be_probed() {
+    // Site 1's probes answer slowly; site 2's at once. ready() must not hand traffic to site 2
+    // just because it was probed first.
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:20401,http://127.0.0.1:20402")
+        .site("http://127.0.0.1:20501")
+        .health_interval(Duration::from_secs(5))
+        .probe_fn(|url| async move {
+            if url.contains(":2040") {
+                sleep(Duration::from_millis(300)).await;
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    b.ready(Duration::from_secs(5)).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(b.pick().unwrap().site(), 0);
+    }
+    // With the preferred site down, ready() settles on the next one.
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:20601")
+        .site("http://127.0.0.1:20701")
+        .probe_fn(|url| async move {
+            if url.contains(":20601") {
+                Err("down".to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    b.ready(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.pick().unwrap().site(), 1);
+}
