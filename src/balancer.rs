@@ -1,8 +1,8 @@
 //! The balancer: sites of endpoints, picks, outcomes, and the tasks that keep state fresh.
 //!
 //! A [`Balancer`] is a cheap handle (`Arc` inside). It owns one probe task per endpoint (and one
-//! DNS task per fanned-out host name); they stop when the last handle — including outstanding
-//! [`Lease`]s — is dropped.
+//! DNS task per fanned-out host name); they stop when the last handle is dropped. An outstanding
+//! [`Lease`] does not keep them alive, and finishing it afterwards is harmless.
 //!
 //! # Sites are ordered tiers
 //!
@@ -703,7 +703,7 @@ impl Core {
 // ===== public handle =====
 
 /// A client-side load balancer over ordered sites of endpoints. Cheap to clone; the probes stop
-/// when the last clone (and the last [`Lease`]) is dropped.
+/// when the last clone is dropped.
 #[derive(Clone)]
 pub struct Balancer {
     pub(crate) core: Arc<Core>,
