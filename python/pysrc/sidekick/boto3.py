@@ -177,7 +177,8 @@ def _send(
     try:
         lease = attempts.first()
     except NoEndpointError as e:
-        raise NoEndpointAvailable(endpoint_url=original_url, error=e) from e
+        # botocore's stubs differ between versions on this constructor's keywords.
+        raise NoEndpointAvailable(endpoint_url=original_url, error=e) from e  # type: ignore[call-arg]
     try:
         while True:
             request.url = lease.url + target  # the endpoint URL has no trailing slash

@@ -118,7 +118,8 @@ class SidekickAdapter(HTTPAdapter):
         replayable = body is None or isinstance(body, (bytes, str, bytearray))
         return Attempts(self.balancer, method in IDEMPOTENT and replayable, self._limits).started(first)
 
-    def send(
+    # The parameter types of HTTPAdapter.send differ between versions of requests' stubs.
+    def send(  # type: ignore[override]
         self,
         request: PreparedRequest,
         stream: bool = False,
@@ -146,7 +147,7 @@ class SidekickAdapter(HTTPAdapter):
             while True:
                 request.url = lease.url + path  # the endpoint URL has no trailing slash
                 try:
-                    resp = super().send(request, stream, timeout, verify, cert, proxies)
+                    resp = super().send(request, stream, timeout, verify, cert, proxies)  # type: ignore[arg-type]
                     if not stream:
                         resp.content  # read now: a body cut short is this endpoint's failure
                 except Exception as exc:
