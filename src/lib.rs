@@ -46,6 +46,8 @@ pub mod endpoint;
 mod error;
 pub mod failover;
 mod health;
+#[cfg(any(feature = "aws", feature = "reqwest"))]
+mod resume;
 pub mod retry;
 pub mod site;
 mod transport;
@@ -55,6 +57,15 @@ pub mod service;
 
 #[cfg(feature = "client")]
 mod client;
+
+#[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+pub mod aws;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+#[cfg(feature = "sidecar")]
+pub mod sidecar;
 
 pub use balance::Policy;
 pub use balancer::{Balancer, Event, HostPolicy, Lease, Outcome};

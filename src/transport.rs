@@ -106,3 +106,38 @@ pub(crate) fn connector(
 ) -> Result<Connector, crate::Error> {
     Ok(http_connector(connect_timeout))
 }
+
+/// Read a body of known length whole. Stops as soon as the announced length arrived, without
+/// waiting for hyper's connection task to signal the end (`collect` would: one more task switch
+/// on the request's path). One chunk is returned as it is, without a copy.
+#[cfg(any(feature = "aws", feature = "reqwest"))]
+pub(crate) async fn read_whole<B>(mut body: B) -> Result<bytes::Bytes, B::Error>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut first: Option<bytes::Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(_) if !rest.is_empty() => bytes::Bytes::from(rest),
+        Some(f) => f,
+        None => bytes::Bytes::new(),
+    })
+}

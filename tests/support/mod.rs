@@ -623,3 +623,5 @@ pub fn trace_init() {
         .with_env_filter(filter)
         .try_init();
 }
+pub mod s3;
+pub mod sidecar;

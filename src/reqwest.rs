@@ -1,0 +1,512 @@
+//! A [reqwest-middleware] middleware that sends each request to a node chosen by a
+//! [`Balancer`] (feature `reqwest`).
+//!
+//! Requests are written against a *virtual* base URL (`http://minio.cluster:9000/...`, which need
+//! not resolve); [`SidekickMiddleware`] replaces its scheme and authority with the chosen node's
+//! (prefixing the node's base path, if any), sets the `Host` header by the
+//! [`HostPolicy`], and reports how the attempt went to the balancer (the status of a response,
+//! or a connect, reset or timeout failure), which feeds latency scores and passive ejection.
+//!
+//! # With reqwest-retry
+//!
+//! Put [`RetryTransientMiddleware`] *before* (outside) this middleware: each of its retries then
+//! runs this middleware again, so every retry picks a node again and a failing node is not tried
+//! twice in a row.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+//! use sidekick::reqwest::SidekickMiddleware;
+//!
+//! let balancer = sidekick::Balancer::builder()
+//!     .site("http://10.0.0.{1...4}:9000")
+//!     .health_path("/minio/health/ready")
+//!     .build()?;
+//! let retry = ExponentialBackoff::builder().build_with_max_retries(3);
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryTransientMiddleware::new_with_policy(retry)) // outside: retries pick again
+//!     .with(SidekickMiddleware::new(balancer))
+//!     .build();
+//! let resp = client.get("http://minio.cluster:9000/bucket/key").send().await?;
+//! println!("{}", resp.status());
+//! # Ok(()) }
+//! ```
+//!
+//! A connection that cannot be established is moved to another node at once, inside the
+//! middleware, when the request can be cloned (its body is not a stream): nothing was sent, so
+//! this loads no backend, and each node is tried at most once
+//! ([`SidekickMiddleware::connect_failover`]).
+//!
+//! Optionally ([`SidekickMiddleware::response_buffer`], off by default), a short response is
+//! read whole before it is returned: when the node dies in the middle of it, the attempt counts
+//! as a broken connection and an idempotent request goes to another node at once, within the
+//! balancer's retry budget (reqwest-retry's default strategy does not retry a body that breaks
+//! after the head, so nothing else would).
+//!
+//! A GET body that breaks after its head (the node died while it streamed) is resumed from
+//! another node: the rest of the bytes, pinned to the same object version by its `ETag` (see
+//! [`SidekickMiddleware::resume_client`]). The caller reads one uninterrupted body.
+//!
+//! Every other failure — a reset before the head, a timeout, a 503 — is returned to the caller
+//! (or to the retry middleware): the balancer's own response-level retries (`max_attempts`,
+//! `retry_statuses`) are not used here, retrying is reqwest-retry's job.
+//!
+//! When no node is available the middleware fails with a [`reqwest_middleware::Error::Middleware`]
+//! wrapping a [`sidekick::Error`](crate::Error) for which `is_no_endpoint()` is true.
+//! reqwest-retry's default strategy does not retry middleware errors.
+//!
+//! # Host
+//!
+//! [`HostPolicy::Keep`] (the default, and what S3 presigned URLs need: they sign the `Host`)
+//! sends the virtual URL's authority, without its default port, as `Host` unless the request
+//! already has one. [`HostPolicy::Rewrite`] sends the node's authority instead. Keep the
+//! connection to the nodes on HTTP/1.1 (don't enable reqwest's `http2` with prior knowledge): on
+//! HTTP/2 the authority comes from the URL, and a server may refuse a different `Host`.
+//!
+//! [reqwest-middleware]: https://docs.rs/reqwest-middleware
+//! [`RetryTransientMiddleware`]: https://docs.rs/reqwest-retry
+
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::{Extensions, HeaderMap, HeaderValue, Method};
+use reqwest::{Request, Response, ResponseBuilderExt, Url};
+use reqwest_middleware::{Error, Middleware, Next};
+
+use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
+use crate::endpoint::EndpointId;
+use crate::error::BoxError;
+use crate::resume::{Plan, ResumeBody};
+use crate::retry::{is_idempotent, MAX_CONNECT_ATTEMPTS};
+
+/// A [`reqwest_middleware::Middleware`] that balances requests over a [`Balancer`]'s nodes.
+/// See the [module documentation](self).
+#[derive(Clone, Debug)]
+pub struct SidekickMiddleware {
+    balancer: Balancer,
+    host_policy: HostPolicy,
+    connect_failover: bool,
+    response_buffer: usize,
+    resume_client: Option<reqwest::Client>,
+}
+
+/// Responses announced at most this long are read whole before the caller gets them (off).
+const DEFAULT_RESPONSE_BUFFER: usize = 0;
+
+impl SidekickMiddleware {
+    /// A middleware over this balancer, with the balancer's [`HostPolicy`].
+    pub fn new(balancer: Balancer) -> Self {
+        SidekickMiddleware {
+            host_policy: balancer.host_policy(),
+            balancer,
+            connect_failover: true,
+            response_buffer: DEFAULT_RESPONSE_BUFFER,
+            resume_client: reqwest::Client::builder().build().ok(),
+        }
+    }
+
+    /// The client that fetches the rest of a GET body that broke in the middle, from another
+    /// node (a `Range` request for the missing bytes with `If-Match: <ETag>`; the resumed
+    /// answer must be those bytes of the same version, or the body ends with an error).
+    /// `None` turns resuming off. Default: a plain `reqwest::Client` with reqwest's default
+    /// settings for the features your build enables; pass your own client (the one under the
+    /// middleware, say) when nodes need TLS settings, proxies or timeouts of your choosing.
+    pub fn resume_client(mut self, client: Option<reqwest::Client>) -> Self {
+        self.resume_client = client;
+        self
+    }
+
+    /// What to do with the `Host` header. Default: the balancer's
+    /// ([`Builder::host_policy`](crate::Builder::host_policy), itself [`HostPolicy::Keep`] by
+    /// default).
+    pub fn host_policy(mut self, policy: HostPolicy) -> Self {
+        self.host_policy = policy;
+        self
+    }
+
+    /// Move a request whose connection could not be established to another node at once (each
+    /// node at most once), when the request can be cloned. Default is on. Off, the connect
+    /// error is returned (reqwest-retry treats it as transient).
+    pub fn connect_failover(mut self, enabled: bool) -> Self {
+        self.connect_failover = enabled;
+        self
+    }
+
+    /// Read a response whose announced length is at most `bytes` whole before returning it.
+    /// When the node dies in the middle of such a body, the attempt counts as a broken
+    /// connection: an idempotent request that can be cloned goes to another node at once
+    /// (within the balancer's retry budget), since reqwest-retry does not retry a body that
+    /// breaks after the head. Default is 0 (off: bodies are streamed as they come, and a break
+    /// surfaces while the caller reads); 64 KiB is a reasonable value for small answers.
+    pub fn response_buffer(mut self, bytes: usize) -> Self {
+        self.response_buffer = bytes;
+        self
+    }
+
+    /// The balancer.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// Point `req` at the leased node and set its `Host`.
+    fn retarget(&self, req: &mut Request, lease: &Lease, original: &Original) -> bool {
+        let Ok(mut url) = Url::parse(&format!("{}{}", lease.url(), original.path_and_query)) else {
+            return false;
+        };
+        if let Some((user, password)) = &original.userinfo {
+            let _ = url.set_username(user);
+            let _ = url.set_password(password.as_deref());
+        }
+        *req.url_mut() = url;
+        match self.host_policy {
+            HostPolicy::Rewrite => {
+                if let Ok(v) = HeaderValue::from_str(lease.authority().as_str()) {
+                    req.headers_mut().insert(HOST, v);
+                }
+            }
+            _ => {
+                if let Some(h) = &original.host {
+                    req.headers_mut().insert(HOST, h.clone());
+                }
+            }
+        }
+        true
+    }
+}
+
+/// What every attempt of one request keeps from the caller's URL.
+struct Original {
+    /// Path and query, e.g. `/bucket/key?x-id=1`.
+    path_and_query: String,
+    /// User name and password, if the URL had any.
+    userinfo: Option<(String, Option<String>)>,
+    /// The `Host` to send under [`HostPolicy::Keep`] (none when the request has one already).
+    host: Option<HeaderValue>,
+}
+
+impl Original {
+    fn new(req: &Request, policy: HostPolicy) -> Original {
+        let url = req.url();
+        let userinfo = (!url.username().is_empty() || url.password().is_some()).then(|| {
+            (
+                url.username().to_string(),
+                url.password().map(str::to_string),
+            )
+        });
+        let host = match (policy, req.headers().get(HOST)) {
+            (HostPolicy::Rewrite, _) | (_, Some(_)) => None,
+            (_, None) => url_host(url),
+        };
+        Original {
+            path_and_query: url[url::Position::BeforePath..url::Position::AfterQuery].to_string(),
+            userinfo,
+            host,
+        }
+    }
+}
+
+/// The `Host` a client would send for `url`: its host, and its port unless it is the scheme's
+/// default (`Url::port` leaves default ports out).
+fn url_host(url: &Url) -> Option<HeaderValue> {
+    let host = url.host_str()?;
+    let value = match url.port() {
+        Some(p) => HeaderValue::from_str(&format!("{host}:{p}")),
+        None => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
+fn find<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// What a failed attempt tells the balancer about the node.
+fn outcome_of(err: &reqwest_middleware::Error) -> Outcome {
+    let e = match err {
+        reqwest_middleware::Error::Reqwest(e) => e,
+        // A middleware further down failed: nothing learnt about the node.
+        reqwest_middleware::Error::Middleware(_) => return Outcome::Cancelled,
+    };
+    if e.is_connect() {
+        return Outcome::Connect;
+    }
+    if e.is_timeout() {
+        return Outcome::Timeout;
+    }
+    if e.is_request() {
+        if let Some(h) = find::<hyper::Error>(e) {
+            if h.is_incomplete_message()
+                || h.is_closed()
+                || h.is_canceled()
+                || find::<std::io::Error>(h).is_some()
+            {
+                return Outcome::Reset;
+            }
+        } else if find::<std::io::Error>(e).is_some() {
+            return Outcome::Reset;
+        }
+    }
+    Outcome::Failed
+}
+
+/// Read a short response whole (see [`SidekickMiddleware::response_buffer`]).
+async fn read_short(resp: Response, limit: usize) -> Result<Response, reqwest::Error> {
+    let short = resp
+        .content_length()
+        .is_some_and(|n| n > 0 && n <= limit as u64);
+    if !short {
+        return Ok(resp);
+    }
+    let url = resp.url().clone();
+    let (mut parts, body) = http::Response::<reqwest::Body>::from(resp).into_parts();
+    let bytes = crate::transport::read_whole(body).await?;
+    // reqwest keeps a response's URL in an extension only its builder extension can set.
+    if let Ok(marker) = http::Response::builder().url(url).body(()) {
+        parts.extensions.extend(marker.into_parts().0.extensions);
+    }
+    Ok(Response::from(http::Response::from_parts(parts, bytes)))
+}
+
+impl SidekickMiddleware {
+    /// `resp` with a body that resumes from another node if it breaks (when it can: see
+    /// [`crate::resume`]).
+    fn resumable(
+        &self,
+        resp: Response,
+        headers: HeaderMap,
+        original: &Original,
+        node: EndpointId,
+    ) -> Response {
+        let Some(client) = self.resume_client.clone() else {
+            return resp;
+        };
+        let Some(plan) = Plan::new(&Method::GET, &headers, resp.status(), resp.headers()) else {
+            return resp;
+        };
+        let url = resp.url().clone();
+        let (mut parts, body) = http::Response::<reqwest::Body>::from(resp).into_parts();
+        let resume = Arc::new(Resume {
+            client,
+            balancer: self.balancer.clone(),
+            host_policy: self.host_policy,
+            headers,
+            path_and_query: original.path_and_query.clone(),
+            plan: plan.clone(),
+            broken: node,
+        });
+        let body = ResumeBody::new(body, plan, move |offset| {
+            let resume = resume.clone();
+            Box::pin(async move { resume.fetch(offset).await })
+        });
+        // reqwest keeps a response's URL in an extension only its builder extension can set.
+        if let Ok(marker) = http::Response::builder().url(url).body(()) {
+            parts.extensions.extend(marker.into_parts().0.extensions);
+        }
+        Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
+    }
+}
+
+/// What resuming one GET body needs.
+struct Resume {
+    client: reqwest::Client,
+    balancer: Balancer,
+    host_policy: HostPolicy,
+    /// The request's headers as sent (signed ones included).
+    headers: HeaderMap,
+    path_and_query: String,
+    plan: Plan,
+    /// The node whose body broke.
+    broken: EndpointId,
+}
+
+impl Resume {
+    /// GET the bytes from `offset` on from another node.
+    async fn fetch(&self, offset: u64) -> Result<reqwest::Body, BoxError> {
+        let mut headers = self.headers.clone();
+        for (name, value) in self.plan.headers(offset)? {
+            headers.insert(name, value);
+        }
+        let mut tried = vec![self.broken];
+        let mut last: Option<BoxError> = None;
+        for _ in 0..MAX_CONNECT_ATTEMPTS {
+            let lease = match self.balancer.pick_excluding(&tried) {
+                Ok(lease) => lease,
+                Err(e) => return Err(last.unwrap_or_else(|| e.into())),
+            };
+            let url = Url::parse(&format!("{}{}", lease.url(), self.path_and_query))?;
+            if self.host_policy == HostPolicy::Rewrite {
+                headers.insert(HOST, HeaderValue::from_str(lease.authority().as_str())?);
+            }
+            match self.client.get(url).headers(headers.clone()).send().await {
+                Ok(resp) => {
+                    lease.finish(Outcome::Status(resp.status().as_u16()));
+                    self.plan.check(offset, resp.status(), resp.headers())?;
+                    return Ok(http::Response::<reqwest::Body>::from(resp).into_body());
+                }
+                Err(e) => {
+                    let e = Error::Reqwest(e);
+                    let outcome = outcome_of(&e);
+                    tried.push(lease.id());
+                    lease.finish(outcome);
+                    let err: BoxError = Box::new(e);
+                    if outcome != Outcome::Connect {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| "no node to resume the body from".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for SidekickMiddleware {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let core = &self.balancer.core;
+        core.budget.deposit(core.coarse_ns());
+        let original = Original::new(&req, self.host_policy);
+        let idempotent = is_idempotent(req.method());
+        let mut req = req;
+        let mut tried = Vec::new();
+        let mut last = None;
+        for attempt in 1..=MAX_CONNECT_ATTEMPTS {
+            let lease = match self.balancer.pick_excluding(&tried) {
+                Ok(lease) => lease,
+                // Every available node failed this request: report the last failure.
+                Err(e) => return Err(last.unwrap_or_else(|| Error::middleware(e))),
+            };
+            if !self.retarget(&mut req, &lease, &original) {
+                let msg = format!("cannot join {} and {}", lease.url(), req.url().path());
+                lease.finish(Outcome::Cancelled);
+                return Err(Error::middleware(crate::Error::config(msg)));
+            }
+            // Keep a copy only where a failure could use it.
+            let spare = if attempt < MAX_CONNECT_ATTEMPTS
+                && (self.connect_failover || (idempotent && self.response_buffer > 0))
+            {
+                req.try_clone()
+            } else {
+                None
+            };
+            // A GET's headers, for resuming its body (see `resume_client`).
+            let resume_headers = (self.resume_client.is_some() && req.method() == Method::GET)
+                .then(|| req.headers().clone());
+            let err = match next.clone().run(req, extensions).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match read_short(resp, self.response_buffer).await {
+                        Ok(resp) => {
+                            let node = lease.id();
+                            lease.finish(Outcome::Status(status));
+                            return Ok(match resume_headers {
+                                Some(headers) => self.resumable(resp, headers, &original, node),
+                                None => resp,
+                            });
+                        }
+                        Err(e) => {
+                            // The head came, the body broke: the node went away mid-answer.
+                            tried.push(lease.id());
+                            let err = Error::Reqwest(e);
+                            match spare {
+                                Some(again)
+                                    if idempotent && core.budget.withdraw(core.coarse_ns()) =>
+                                {
+                                    core.emit_retry(lease.url(), attempt as u32, "reset");
+                                    lease.finish(Outcome::Reset);
+                                    req = again;
+                                    last = Some(err);
+                                    continue;
+                                }
+                                _ => {
+                                    lease.finish(Outcome::Reset);
+                                    return Err(err);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) => err,
+            };
+            let outcome = outcome_of(&err);
+            tried.push(lease.id());
+            match spare {
+                Some(again) if self.connect_failover && outcome == Outcome::Connect => {
+                    core.emit_retry(lease.url(), attempt as u32, "connect");
+                    lease.finish(outcome);
+                    req = again;
+                    last = Some(err);
+                }
+                _ => {
+                    lease.finish(outcome);
+                    return Err(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::middleware(crate::Error::no_endpoint())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_leaves_default_ports_out() {
+        let h = |u: &str| url_host(&Url::parse(u).unwrap()).unwrap();
+        assert_eq!(h("http://s3.local/b"), "s3.local");
+        assert_eq!(h("http://s3.local:80/b"), "s3.local");
+        assert_eq!(h("https://s3.local:443/b"), "s3.local");
+        assert_eq!(h("http://s3.local:9000/b"), "s3.local:9000");
+        assert_eq!(h("http://[::1]:9000/b"), "[::1]:9000");
+    }
+
+    #[tokio::test]
+    async fn every_attempt_starts_from_the_callers_url() {
+        let balancer = Balancer::builder()
+            .site("http://127.0.0.1:9001/base,http://127.0.0.2:9002")
+            .health_check(false)
+            .build()
+            .unwrap();
+        let mw = SidekickMiddleware::new(balancer.clone());
+        let url = Url::parse("http://user:pw@s3.cluster:9000/bucket/key?x-id=1").unwrap();
+        let mut req = Request::new(reqwest::Method::GET, url);
+        let original = Original::new(&req, HostPolicy::Keep);
+        let mut seen = Vec::new();
+        let mut tried = Vec::new();
+        while let Ok(lease) = balancer.pick_excluding(&tried) {
+            assert!(mw.retarget(&mut req, &lease, &original));
+            assert_eq!(req.headers()[HOST], "s3.cluster:9000");
+            seen.push(req.url().to_string());
+            tried.push(lease.id());
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "http://user:pw@127.0.0.1:9001/base/bucket/key?x-id=1",
+                "http://user:pw@127.0.0.2:9002/bucket/key?x-id=1",
+            ]
+        );
+
+        let rewrite = mw.clone().host_policy(HostPolicy::Rewrite);
+        let original = Original::new(&req, HostPolicy::Rewrite);
+        let lease = balancer.pick().unwrap();
+        assert!(rewrite.retarget(&mut req, &lease, &original));
+        assert_eq!(req.headers()[HOST], lease.authority().as_str());
+    }
+}

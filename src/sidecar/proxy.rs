@@ -1,0 +1,827 @@
+//! The request handler: sidekick's own endpoints, and the reverse proxy over the balancing
+//! service.
+//!
+//! Proxying keeps the method, the path and query byte for byte, the body (streamed both ways,
+//! never buffered whole) and the client's `Host` (S3 signatures cover it). Hop-by-hop headers
+//! are removed in both directions (those named by `Connection` too), `Te: trailers` and the
+//! `Trailer` announcement are kept so trailers pass; `X-Forwarded-For`, `X-Forwarded-Host` and
+//! `X-Real-Ip` are set once each. An `Upgrade` request (WebSocket) is tunnelled when the backend
+//! answers `101`. Every attempt goes through the engine's retrying service, so a refused
+//! connection or a 502/503/504 on an idempotent request is retried on another endpoint.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tower_service::Service;
+
+use super::console::{Console, TraceRecord};
+use super::format::xml_text;
+use super::metrics::{self, authority_of, EpStats, Registry};
+use crate::service::{RetryBody, Sidekick};
+use crate::transport::Connector;
+use crate::Balancer;
+
+/// The path of the aggregate health check.
+pub const HEALTH_PATH: &str = "/v1/health";
+/// The path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/.prometheus/metrics";
+/// The path serving the `--auto-tls-host` certificate.
+pub const CERTIFICATES_PATH: &str = "/v1/certificates";
+
+const SERVER: HeaderValue = HeaderValue::from_static("SideKick");
+const X_PROXY: HeaderName = HeaderName::from_static("x-proxy");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+// ===== bodies =====
+
+/// The request body sent to a backend: the client's stream, counted.
+#[derive(Debug)]
+pub struct RxBody {
+    inner: Incoming,
+    /// Bytes read, when the length is not declared (chunked uploads).
+    counted: Option<Arc<AtomicU64>>,
+}
+
+impl Body for RxBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(c)) = (&r, &this.counted) {
+            if let Some(d) = f.data_ref() {
+                c.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What finishing an answer records: statistics and the trace line. Runs when the body is
+/// dropped (after its last byte, or when the client went away).
+struct Completion {
+    stats: Option<Arc<EpStats>>,
+    start: Instant,
+    status: u16,
+    rx_head: u64,
+    rx_declared: u64,
+    rx_counted: Option<Arc<AtomicU64>>,
+    tx: u64,
+    trace: Option<Box<TraceCtx>>,
+}
+
+struct TraceCtx {
+    console: Arc<Console>,
+    time: SystemTime,
+    ttfb: Duration,
+    endpoint: String,
+    client: String,
+    method: String,
+    path: String,
+    query: String,
+    req_headers: Option<HeaderMap>,
+    resp_headers: Option<HeaderMap>,
+    error_body: Option<String>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let latency = self.start.elapsed();
+        let rx = self.rx_head
+            + self
+                .rx_counted
+                .as_ref()
+                .map_or(self.rx_declared, |c| c.load(Ordering::Relaxed));
+        if let Some(s) = &self.stats {
+            s.record(self.status, rx, self.tx, latency);
+        }
+        if let Some(t) = &self.trace {
+            t.console.trace(&TraceRecord {
+                time: t.time,
+                end: SystemTime::now(),
+                endpoint: &t.endpoint,
+                client: &t.client,
+                method: &t.method,
+                path: &t.path,
+                query: &t.query,
+                status: self.status,
+                rx,
+                tx: self.tx,
+                latency,
+                ttfb: t.ttfb,
+                req_headers: t.req_headers.as_ref(),
+                resp_headers: t.resp_headers.as_ref(),
+                error_body: t.error_body.as_deref(),
+            });
+        }
+    }
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Stream(Incoming),
+}
+
+/// The body of every answer the sidecar sends.
+pub struct ProxyBody {
+    inner: Inner,
+    done: Option<Completion>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBody").finish_non_exhaustive()
+    }
+}
+
+impl ProxyBody {
+    fn full(b: impl Into<Bytes>) -> ProxyBody {
+        let b = b.into();
+        ProxyBody {
+            inner: Inner::Full((!b.is_empty()).then_some(b)),
+            done: None,
+        }
+    }
+
+    fn empty() -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Full(None),
+            done: None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+        };
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(done)) = (f.data_ref(), &mut this.done) {
+                    done.tx += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                // The answer is complete: record it now rather than when hyper drops the body.
+                this.done.take();
+            }
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+// ===== one attempt =====
+
+/// Marks a backend's answer with the statistics of the endpoint that gave it.
+#[derive(Clone)]
+struct Served(Arc<EpStats>);
+
+/// The inner service of the engine's retrying layer: one attempt through the pooled HTTP/1.1
+/// client, tagged with the endpoint's statistics.
+#[derive(Clone)]
+pub struct Attempt {
+    client: HyperClient<Connector, RetryBody<RxBody>>,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt").finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one [`Attempt`].
+    pub struct AttemptFuture {
+        #[pin]
+        inner: hyper_util::client::legacy::ResponseFuture,
+        stats: Option<Arc<EpStats>>,
+    }
+}
+
+impl Future for AttemptFuture {
+    type Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(s) = this.stats.take() {
+            resp.extensions_mut().insert(Served(s));
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+impl Service<Request<RetryBody<RxBody>>> for Attempt {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = AttemptFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RetryBody<RxBody>>) -> AttemptFuture {
+        let stats = req
+            .uri()
+            .authority()
+            .and_then(|a| self.registry.get(a.as_str()));
+        AttemptFuture {
+            inner: self.client.request(req),
+            stats,
+        }
+    }
+}
+
+/// One configuration's worth of balancing: the balancer, the retrying service over the pooled
+/// client, and the statistics. SIGHUP builds a new one and swaps it in.
+pub struct Generation {
+    /// The balancer.
+    pub balancer: Balancer,
+    /// Statistics of its endpoints.
+    pub registry: Arc<Registry>,
+    svc: Sidekick<Attempt>,
+    warming: AtomicBool,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("balancer", &self.balancer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Generation {
+    /// Wrap a built balancer (whose events feed `registry`) with the proxy's client.
+    pub fn new(balancer: Balancer, registry: Arc<Registry>) -> Result<Generation, crate::Error> {
+        let core = &balancer.core;
+        let cfg = &core.cfg;
+        let conn = {
+            let _guard = core.runtime.enter();
+            crate::transport::connector(cfg.connect_timeout, cfg.tls.clone(), core.names.clone())?
+        };
+        let client = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .http1_max_buf_size(super::server::BUF_SIZE)
+            .build(conn);
+        registry.sync(&balancer.endpoints());
+        let attempt = Attempt {
+            client,
+            registry: registry.clone(),
+        };
+        Ok(Generation {
+            svc: Sidekick::new(balancer.clone(), attempt),
+            balancer,
+            registry,
+            warming: AtomicBool::new(true),
+        })
+    }
+
+    /// Wait (at most `timeout`) until the balancer is ready; afterwards requests no longer wait
+    /// for the first probes.
+    pub async fn warm_up(&self, timeout: Duration) {
+        let _ = self.balancer.ready(timeout).await;
+        self.warming.store(false, Ordering::Release);
+    }
+
+    /// True until [`Generation::warm_up`] finished.
+    pub fn is_warming(&self) -> bool {
+        self.warming.load(Ordering::Acquire)
+    }
+}
+
+// ===== the handler =====
+
+/// Everything the handler needs; shared by every connection.
+pub struct Shared {
+    /// The balancing configuration in force.
+    pub generation: arc_swap::ArcSwap<Generation>,
+    /// Where traces go.
+    pub console: Arc<Console>,
+    /// The `--auto-tls-host` certificate, served at `/v1/certificates`.
+    pub certificate_pem: Option<String>,
+    /// This host's address, sent as the client address for loopback clients (as sidekick does,
+    /// so that backends log a real address).
+    pub host_ip: Option<IpAddr>,
+    /// How long a request arriving before the first probe verdicts waits for them.
+    pub warm_wait: Duration,
+    /// Upgraded connections (WebSocket tunnels), so shutdown can wait for them too.
+    pub tunnels: tokio_util::task::TaskTracker,
+    /// Set when the server is shutting down.
+    pub draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// The BackendDown error sidekick answers with when no backend could serve a request.
+pub fn backend_down_body(message: &str, resource: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>BackendDown</Code><Message>The remote server returned an error ({})</Message><Resource>{}</Resource></Error>",
+        xml_text(message),
+        xml_text(resource)
+    )
+}
+
+fn bad_gateway(body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    let h = r.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    h.insert(header::SERVER, SERVER);
+    r
+}
+
+/// An error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        cur = s.source();
+    }
+    msg
+}
+
+/// Whether a header value lists `token` (comma-separated, case-insensitive).
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .unwrap_or(false)
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), those named in `Connection` included.
+/// `Te: trailers` survives on requests; the `Trailer` announcement is end-to-end here (hyper
+/// only sends announced trailers).
+fn strip_hop_by_hop(h: &mut HeaderMap, request: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| *n != header::TRAILER)
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    let te_trailers = request
+        && h.get_all(header::TE)
+            .iter()
+            .any(|v| has_token(v, "trailers"));
+    for n in [
+        header::CONNECTION,
+        PROXY_CONNECTION,
+        KEEP_ALIVE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(n);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn header_bytes(h: &HeaderMap) -> u64 {
+    h.iter()
+        .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
+        .sum()
+}
+
+/// sidekick's count of a response head: `"<code> <text>\n"` and `"<name>: <value>\n"` for the
+/// first value of each header.
+fn response_head_bytes(status: StatusCode, h: &HeaderMap) -> u64 {
+    let line = 3 + 1 + status.canonical_reason().map_or(0, str::len) + 1;
+    let headers: usize = h
+        .keys()
+        .map(|k| k.as_str().len() + 2 + h.get(k).map_or(0, |v| v.len()) + 1)
+        .sum();
+    (line + headers) as u64
+}
+
+/// The client's address as traces show it: the first `X-Forwarded-For` entry, `X-Real-Ip`, or
+/// the peer.
+fn trace_client(h: &HeaderMap, peer: IpAddr) -> String {
+    if let Some(v) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if let Some(first) = v.split(',').next().map(str::trim).filter(|s| !s.is_empty()) {
+            return first.to_string();
+        }
+    }
+    if let Some(v) = h.get(&X_REAL_IP).and_then(|v| v.to_str().ok()) {
+        return v.trim().to_string();
+    }
+    peer.to_string()
+}
+
+impl Shared {
+    fn client_ip(&self, peer: IpAddr) -> IpAddr {
+        match self.host_ip {
+            Some(ip) if peer.is_loopback() => ip,
+            _ => peer,
+        }
+    }
+
+    fn health(&self) -> Response<ProxyBody> {
+        let gen = self.generation.load();
+        if gen.balancer.is_available() {
+            let mut r = Response::new(ProxyBody::empty());
+            r.headers_mut().insert(header::SERVER, SERVER);
+            r
+        } else {
+            bad_gateway(backend_down_body(
+                "all backend servers are offline",
+                HEALTH_PATH,
+            ))
+        }
+    }
+
+    fn metrics(&self) -> Response<ProxyBody> {
+        let gen = self.generation.load();
+        let body = metrics::render(&gen.registry, &gen.balancer.endpoints());
+        let mut r = Response::new(ProxyBody::full(body));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+}
+
+/// Handle one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let path = req.uri().path();
+    if path == METRICS_PATH {
+        return Ok(shared.metrics());
+    }
+    if path == CERTIFICATES_PATH && req.method() == http::Method::GET {
+        return Ok(match &shared.certificate_pem {
+            Some(pem) => {
+                let mut r = Response::new(ProxyBody::full(pem.clone()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "no configured certificates found\n"),
+        });
+    }
+    if path == HEALTH_PATH {
+        return Ok(shared.health());
+    }
+    if !path.starts_with('/') || req.method() == http::Method::CONNECT {
+        return Ok(text(StatusCode::NOT_FOUND, "404 page not found\n"));
+    }
+    Ok(proxy(shared, peer, req).await)
+}
+
+async fn proxy(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let gen = shared.generation.load_full();
+    let console = &shared.console;
+
+    // An upgrade (WebSocket): remember its protocol and take the client side of the tunnel.
+    let upgrade = match (
+        req.headers().get(header::UPGRADE),
+        req.headers().get(header::CONNECTION),
+    ) {
+        (Some(u), Some(c)) if has_token(c, "upgrade") => Some(u.clone()),
+        _ => None,
+    };
+    let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let tracing = console.tracing();
+    let trace = tracing.then(|| {
+        Box::new(TraceCtx {
+            console: console.clone(),
+            time: SystemTime::now(),
+            ttfb: Duration::ZERO,
+            endpoint: String::new(),
+            client: trace_client(req.headers(), peer.ip()),
+            method: req.method().as_str().to_string(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or_default().to_string(),
+            req_headers: console.opts.debug.then(|| req.headers().clone()),
+            resp_headers: None,
+            error_body: None,
+        })
+    });
+
+    let (mut parts, body) = req.into_parts();
+    let rx_head = header_bytes(&parts.headers);
+    let rx_declared = body.size_hint().exact();
+    let rx_counted = match rx_declared {
+        Some(_) => None,
+        None => Some(Arc::new(AtomicU64::new(0))),
+    };
+    let resource = parts.uri.path().to_string();
+
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h, true);
+    if let Some(u) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, u.clone());
+    }
+    let ip = shared.client_ip(peer.ip());
+    let ip_text = ip.to_string();
+    if let Ok(v) = HeaderValue::from_str(&ip_text) {
+        h.insert(X_REAL_IP, v);
+    }
+    let prior: Vec<String> = h
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let xff = if prior.is_empty() {
+        ip_text
+    } else {
+        format!("{}, {ip_text}", prior.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    match h.get(header::HOST).cloned() {
+        Some(host) => {
+            h.insert(X_FORWARDED_HOST, host);
+        }
+        None => {
+            h.remove(X_FORWARDED_HOST);
+        }
+    }
+    parts.version = http::Version::HTTP_11;
+    let body = RxBody {
+        inner: body,
+        counted: rx_counted.clone(),
+    };
+    let out = Request::from_parts(parts, body);
+
+    // Requests that arrive before the first probe verdicts wait for them (bounded): instead of
+    // failing as sidekick's do, and instead of going to a later site only because the
+    // preferred one has not been probed yet.
+    if gen.is_warming() {
+        let _ = tokio::time::timeout(shared.warm_wait, async {
+            while gen.is_warming() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
+    let mut done = Completion {
+        stats: None,
+        start,
+        status: 502,
+        rx_head,
+        rx_declared: rx_declared.unwrap_or(0),
+        rx_counted,
+        tx: 0,
+        trace,
+    };
+    let mut svc = gen.svc.clone();
+    match svc.call(out).await {
+        Ok(mut resp) => {
+            let served = resp.extensions_mut().remove::<Served>();
+            if let (Some(t), Some(s)) = (&mut done.trace, &served) {
+                t.endpoint = s.0.url.clone();
+                t.ttfb = start.elapsed();
+            }
+            done.stats = served.map(|s| s.0);
+            let status = resp.status();
+            done.status = status.as_u16();
+            let tunnel = if status == StatusCode::SWITCHING_PROTOCOLS {
+                let backend_side = hyper::upgrade::on(&mut resp);
+                client_side.map(|c| (c, backend_side))
+            } else {
+                None
+            };
+            let (mut parts, body) = resp.into_parts();
+            parts.version = http::Version::HTTP_11;
+            let back_upgrade = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers, false);
+            if let (Some((client, backend)), Some(u)) = (tunnel, back_upgrade) {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                parts.headers.insert(header::UPGRADE, u);
+                shared.tunnels.spawn(async move {
+                    let (c, b) = tokio::join!(client, backend);
+                    if let (Ok(c), Ok(b)) = (c, b) {
+                        let mut c = TokioIo::new(c);
+                        let mut b = TokioIo::new(b);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                    }
+                });
+            }
+            parts.headers.insert(header::SERVER, SERVER);
+            parts
+                .headers
+                .insert(X_PROXY, HeaderValue::from_static("true"));
+            done.tx = response_head_bytes(status, &parts.headers);
+            if let Some(t) = &mut done.trace {
+                if console.opts.debug {
+                    t.resp_headers = Some(parts.headers.clone());
+                }
+            }
+            Response::from_parts(
+                parts,
+                ProxyBody {
+                    inner: Inner::Stream(body),
+                    done: Some(done),
+                },
+            )
+        }
+        Err(e) => {
+            let message = if e.is_no_endpoint() {
+                "all backend servers are offline".to_string()
+            } else {
+                chain(&e)
+            };
+            let body = backend_down_body(&message, &resource);
+            if let Some(ep) = e.endpoint() {
+                done.stats = gen.registry.get(authority_of(ep));
+                if let Some(t) = &mut done.trace {
+                    t.endpoint = ep.to_string();
+                }
+            }
+            let resp = bad_gateway(body.clone());
+            done.tx =
+                response_head_bytes(StatusCode::BAD_GATEWAY, resp.headers()) + body.len() as u64;
+            if let Some(t) = &mut done.trace {
+                t.ttfb = start.elapsed();
+                if console.opts.debug {
+                    t.resp_headers = Some(resp.headers().clone());
+                    t.error_body = Some(body);
+                }
+            }
+            // A request no endpoint was tried for is neither counted nor traced (sidekick).
+            if e.is_no_endpoint() {
+                done.trace = None;
+            }
+            drop(done);
+            resp
+        }
+    }
+}
+
+/// This host's address for loopback clients: the first non-loopback IPv4 address the kernel
+/// lists as local (`/proc/net/fib_trie`), if any.
+pub fn host_ip() -> Option<IpAddr> {
+    let text = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let mut prev: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.contains("/32 host LOCAL") {
+            if let Some(ip) = prev.and_then(|p| {
+                p.trim_start_matches(['|', '-', '+', ' '])
+                    .parse::<IpAddr>()
+                    .ok()
+            }) {
+                if !ip.is_loopback() {
+                    return Some(ip);
+                }
+            }
+        }
+        prev = Some(t);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Custom".parse().unwrap());
+        h.insert("x-custom", "1".parse().unwrap());
+        h.insert(header::TE, "trailers, deflate".parse().unwrap());
+        h.insert(header::TRAILER, "x-checksum".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::PROXY_AUTHORIZATION, "x".parse().unwrap());
+        h.insert("x-amz-date", "d".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "trailer", "x-amz-date"]);
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn backend_down_is_escaped_xml() {
+        let b = backend_down_body("a <b> & c", "/bucket/k&y");
+        assert!(b.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>BackendDown</Code>"
+        ));
+        assert!(b.contains(
+            "<Message>The remote server returned an error (a &lt;b&gt; &amp; c)</Message>"
+        ));
+        assert!(b.ends_with("<Resource>/bucket/k&amp;y</Resource></Error>"));
+    }
+
+    #[test]
+    fn trace_client_prefers_forwarded() {
+        let mut h = HeaderMap::new();
+        let peer: IpAddr = "::1".parse().unwrap();
+        assert_eq!(trace_client(&h, peer), "::1");
+        h.insert(X_REAL_IP, "10.0.0.9".parse().unwrap());
+        assert_eq!(trace_client(&h, peer), "10.0.0.9");
+        h.insert(X_FORWARDED_FOR, "10.0.0.5, 10.0.0.6".parse().unwrap());
+        assert_eq!(trace_client(&h, peer), "10.0.0.5");
+    }
+}

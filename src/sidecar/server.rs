@@ -1,0 +1,213 @@
+//! The listener: accept loop, connection limit, optional TLS, HTTP/1.1 with a header-read
+//! timeout and a bounded head size, and a graceful drain.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::proxy::{self, Shared};
+
+/// Largest read/write buffer of one connection, both sides.
+pub const BUF_SIZE: usize = 64 * 1024;
+
+/// How the listener defends itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    pub max_conns: usize,
+    /// A connection must deliver each request head within this time (also how long an idle
+    /// keep-alive connection is kept).
+    pub header_timeout: Duration,
+    /// Largest request head, in bytes; larger heads get `431`.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns: 8192,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A running listener.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    conns: TaskTracker,
+    accept: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// Bind `address` in Go's syntax: `:8080` is every interface (IPv6 and IPv4 when available),
+/// `host:port` a given one.
+pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid port {port:?}"),
+            )
+        })?;
+        return match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(SocketAddr::from(([0u8; 4], port))).await,
+        };
+    }
+    TcpListener::bind(address).await
+}
+
+impl Server {
+    /// Serve on `listener` (TLS with `tls`) until [`Server::shutdown`].
+    pub fn spawn(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shared: Arc<Shared>,
+        limits: Limits,
+    ) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let conns = TaskTracker::new();
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            tls,
+            shared.clone(),
+            limits,
+            stop.clone(),
+            conns.clone(),
+        ));
+        Ok(Server {
+            addr,
+            stop,
+            conns,
+            accept,
+            shared,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, let the connections finish their requests (each closes after its
+    /// current answer), and wait for them and for WebSocket tunnels at most `grace`. True when
+    /// everything finished in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shared.draining.store(true, Ordering::Release);
+        self.stop.cancel();
+        let _ = self.accept.await;
+        self.conns.close();
+        self.shared.tunnels.close();
+        let all = async {
+            self.conns.wait().await;
+            self.shared.tunnels.wait().await;
+        };
+        tokio::time::timeout(grace, all).await.is_ok()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_conns));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                // Out of file descriptors, a connection reset before accept...: pause, go on.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
+        conns.spawn(async move {
+            connection(stream, peer, tls, shared, limits, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    match tls {
+        None => serve_io(stream, peer, shared, limits, stop).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+            let stream = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                },
+            };
+            serve_io(stream, peer, shared, limits, stop).await
+        }
+    }
+}
+
+async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| proxy::handle(shared.clone(), peer, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        // Bounds what a connection buffers (and so the memory of 64 parallel 1 MiB answers).
+        .max_buf_size(BUF_SIZE)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

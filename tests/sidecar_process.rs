@@ -1,0 +1,271 @@
+//! The sidecar program as a child process: exit codes and messages, SIGTERM with a request in
+//! flight, SIGHUP, and 1 GiB up and down with the child's memory bounded.
+//!
+//! The child is this test binary run again with `SIDEKICK_CHILD_ARGS` set: its `child_main`
+//! test then runs `sidekick::sidecar::run`, exactly what the `sidekick` example's `main` calls,
+//! and exits with its status. (The example itself may be stale or absent when a single test
+//! target is built; this binary never is.)
+#![cfg(feature = "sidecar")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use support::sidecar::{self as sc, StreamBackend};
+
+const CHILD_ARGS: &str = "SIDEKICK_CHILD_ARGS";
+
+/// Not a test: the child's `main` when `SIDEKICK_CHILD_ARGS` is set (arguments separated by
+/// U+001F), a no-op otherwise.
+#[test]
+fn child_main() {
+    let Ok(args) = std::env::var(CHILD_ARGS) else {
+        return;
+    };
+    let args: Vec<String> = args
+        .split('\u{1f}')
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    let code = sidekick::sidecar::run("sidekick", args);
+    std::process::exit(i32::from(code));
+}
+
+/// A command running the sidecar program with `args`.
+fn command(args: &[String]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ARGS, args.join("\u{1f}"));
+    c
+}
+
+/// The child, stopped by PID when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Wait for the exit status, at most `d`.
+    fn wait(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+async fn spawn(args: &[String]) -> (Proc, SocketAddr) {
+    let port = sc::free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut all = vec!["--address".to_string(), addr.to_string()];
+    all.extend(args.iter().cloned());
+    let child = command(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the sidecar");
+    let p = Proc(child);
+    assert!(
+        sc::wait_listening(addr, Duration::from_secs(10)).await,
+        "the child never listened on {addr}"
+    );
+    // Ready: /v1/health answers 200.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = sc::raw(
+            addr,
+            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        if text.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < end, "never healthy: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (p, addr)
+}
+
+fn output(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    command(&args).output().expect("run the sidecar")
+}
+
+#[test]
+fn exit_codes_and_messages() {
+    let o = output(&["--health-duration", "5", "http://127.0.0.1:9000"]);
+    assert_eq!(o.status.code(), Some(2), "a usage error exits 2");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Incorrect Usage.")
+            && err.contains("-health-duration")
+            && err.contains("\"5\""),
+        "{err}"
+    );
+    let o = output(&["--bogus", "http://127.0.0.1:9000"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-bogus"));
+    let o = output(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(" version "));
+    let o = output(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("USAGE:"));
+    let o = output(&[]);
+    assert_eq!(o.status.code(), Some(1), "no SITE: help and exit 1");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("USAGE:"));
+    let o = output(&["--address", "127.0.0.1:1", "ftp://x"]);
+    assert_eq!(o.status.code(), Some(1), "a bad SITE is fatal");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("<ERROR>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let b = StreamBackend::start().await;
+    let (mut p, addr) = spawn(&sc::flags(&["--drain-timeout", "5s"], &[b.url()])).await;
+    let slow = tokio::spawn(async move {
+        sc::raw(
+            addr,
+            b"GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sc::signal(p.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new connection is accepted while draining.
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    let text = slow.await.unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request in flight finished: {text}"
+    );
+    assert!(text.ends_with("done"), "{text}");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.wait(Duration::from_secs(10));
+        (s, p)
+    })
+    .await
+    .unwrap();
+    let (status, mut p) = status;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit 0 after draining"
+    );
+    let mut out = String::new();
+    use std::io::Read;
+    p.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("caught signal 'terminated'"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rebuilds_without_dropping_requests() {
+    let b = StreamBackend::start().await;
+    let (p, addr) = spawn(&sc::flags(&[], &[b.url()])).await;
+    let client = sc::client::<Empty<Bytes>>();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .get(format!("http://{addr}{path}").parse().unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(get("/obj").await.0, 200);
+    }
+    let metrics = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+    let line = format!("sidekick_requests_total{{endpoint=\"{}\"}} 5", b.url());
+    assert!(metrics.contains(&line), "{metrics}");
+    sc::signal(p.pid(), "HUP");
+    // Requests keep succeeding through the reload; the statistics start again.
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut reset = false;
+    while Instant::now() < end {
+        assert_eq!(get("/obj").await.0, 200);
+        let m = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+        let n: u64 = m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "sidekick_requests_total{{endpoint=\"{}\"}} ",
+                    b.url()
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        if n < 5 {
+            reset = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reset, "SIGHUP rebuilt the balancer (statistics reset)");
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_up_and_down_with_bounded_memory() {
+    const GIB: u64 = 1 << 30;
+    let b = StreamBackend::start().await;
+    let (p, addr) = spawn(&sc::flags(&[], &[b.url()])).await;
+    let started = Instant::now();
+    let down = sc::client::<Empty<Bytes>>();
+    let resp = down
+        .get(format!("http://{addr}/big/{GIB}").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sc::drain_pattern(resp.into_body()).await.unwrap(), GIB);
+    let up = sc::client::<sc::PatternBody>();
+    let req = Request::put(format!("http://{addr}/sink"))
+        .body(sc::PatternBody::new(GIB))
+        .unwrap();
+    let resp = up.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        GIB.to_string()
+    );
+    let rss = sc::peak_rss_kib(p.pid()).expect("VmHWM of the child");
+    eprintln!(
+        "1 GiB down + 1 GiB up in {:?}; sidecar peak RSS {} KiB",
+        started.elapsed(),
+        rss
+    );
+    assert!(
+        rss < 64 * 1024,
+        "the sidecar's peak RSS is {rss} KiB: bodies must stream, not buffer"
+    );
+    drop(p);
+}
