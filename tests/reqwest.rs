@@ -351,7 +351,9 @@ async fn kill_a_node_mid_workload(response_buffer: usize) {
     let workload = tokio::spawn(support::load(
         WORKERS,
         PER_WORKER,
-        Duration::from_secs(120),
+        // MinIO: a PUT retried on the key the killed node was writing waits for that node's
+        // lock to expire (up to 2 minutes, see support/s3.rs), and then succeeds.
+        Duration::from_secs(120) + cluster.max_stall_after_kill(),
         {
             let (http, s3, done) = (http.clone(), s3.clone(), done.clone());
             move |worker, i| {

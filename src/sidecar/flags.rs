@@ -93,6 +93,9 @@ pub struct Config {
     pub demo: bool,
     /// The SITE arguments, in order.
     pub sites: Vec<String>,
+    /// The shared S3 cache: not a flag; [`run`](super::run) reads it from the
+    /// `SIDEKICK_CACHE_*` environment variables ([`CacheConfig::from_env`](crate::cache::CacheConfig::from_env)).
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 impl Default for Config {
@@ -131,6 +134,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(20),
             demo: false,
             sites: Vec::new(),
+            cache: None,
         }
     }
 }

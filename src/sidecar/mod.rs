@@ -101,7 +101,15 @@ pub fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generatio
                 .to_string(),
         )
     })?;
-    Generation::new(balancer, registry).map_err(|e| StartError(e.to_string()))
+    let generation = Generation::new(balancer, registry).map_err(|e| StartError(e.to_string()))?;
+    match &cfg.cache {
+        Some(c) => {
+            let cache = crate::cache::Cache::new(c.clone())
+                .map_err(|e| StartError(format!("cache: {e}")))?;
+            Ok(generation.with_cache(cache))
+        }
+        None => Ok(generation),
+    }
 }
 
 /// How long a request that arrives before the first probe verdicts waits for them.
@@ -220,6 +228,11 @@ impl Sidecar {
         self.shared.generation.load().balancer.clone()
     }
 
+    /// The shared cache in force, when `SIDEKICK_CACHE_*` configured one.
+    pub fn cache(&self) -> Option<crate::cache::Cache> {
+        self.shared.generation.load().cache().cloned()
+    }
+
     /// The statistics in force.
     pub fn registry(&self) -> Arc<Registry> {
         self.shared.generation.load().registry.clone()
@@ -316,6 +329,14 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
     if let Err(e) = cfg.validate() {
         eprintln!("{name}: Incorrect Usage. {e}\nRun '{argv0} --help' for the flags.");
         return 2;
+    }
+    let mut cfg = cfg;
+    match crate::cache::CacheConfig::from_env() {
+        Ok(cache) => cfg.cache = cache,
+        Err(e) => {
+            eprintln!("{name}: <ERROR> {e}");
+            return 1;
+        }
     }
     if !cfg.pprof.is_empty() {
         eprintln!(

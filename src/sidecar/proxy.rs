@@ -25,11 +25,14 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tower_layer::Layer;
 use tower_service::Service;
 
 use super::console::{Console, TraceRecord};
 use super::format::xml_text;
 use super::metrics::{self, authority_of, EpStats, Registry};
+use crate::cache::{Cache, CacheLayer, CacheService, RequestBody, ResponseBody};
+use crate::error::BoxError;
 use crate::service::{RetryBody, Sidekick};
 use crate::transport::Connector;
 use crate::Balancer;
@@ -148,7 +151,7 @@ impl Drop for Completion {
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Stream(ResponseBody<Incoming>),
 }
 
 /// The body of every answer the sidecar sends.
@@ -182,12 +185,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -229,11 +232,15 @@ impl Body for ProxyBody {
 #[derive(Clone)]
 struct Served(Arc<EpStats>);
 
+/// The body of one attempt: the client's (or the cache's own, empty), replayable by the
+/// retrying layer.
+type AttemptBody = RetryBody<RequestBody<RxBody>>;
+
 /// The inner service of the engine's retrying layer: one attempt through the pooled HTTP/1.1
 /// client, tagged with the endpoint's statistics.
 #[derive(Clone)]
 pub struct Attempt {
-    client: HyperClient<Connector, RetryBody<RxBody>>,
+    client: HyperClient<Connector, AttemptBody>,
     registry: Arc<Registry>,
 }
 
@@ -265,7 +272,7 @@ impl Future for AttemptFuture {
     }
 }
 
-impl Service<Request<RetryBody<RxBody>>> for Attempt {
+impl Service<Request<AttemptBody>> for Attempt {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
     type Future = AttemptFuture;
@@ -274,7 +281,7 @@ impl Service<Request<RetryBody<RxBody>>> for Attempt {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<RetryBody<RxBody>>) -> AttemptFuture {
+    fn call(&mut self, req: Request<AttemptBody>) -> AttemptFuture {
         let stats = req
             .uri()
             .authority()
@@ -287,13 +294,14 @@ impl Service<Request<RetryBody<RxBody>>> for Attempt {
 }
 
 /// One configuration's worth of balancing: the balancer, the retrying service over the pooled
-/// client, and the statistics. SIGHUP builds a new one and swaps it in.
+/// client (behind the shared cache, when there is one), and the statistics. SIGHUP builds a
+/// new one and swaps it in.
 pub struct Generation {
     /// The balancer.
     pub balancer: Balancer,
     /// Statistics of its endpoints.
     pub registry: Arc<Registry>,
-    svc: Sidekick<Attempt>,
+    svc: CacheService<Sidekick<Attempt>>,
     warming: AtomicBool,
 }
 
@@ -326,11 +334,22 @@ impl Generation {
             registry: registry.clone(),
         };
         Ok(Generation {
-            svc: Sidekick::new(balancer.clone(), attempt),
+            svc: CacheLayer::disabled().layer(Sidekick::new(balancer.clone(), attempt)),
             balancer,
             registry,
             warming: AtomicBool::new(true),
         })
+    }
+
+    /// Serve GET and HEAD through this shared cache (`SIDEKICK_CACHE_*`).
+    pub fn with_cache(mut self, cache: Cache) -> Generation {
+        self.svc = CacheLayer::new(cache).layer(self.svc.into_inner());
+        self
+    }
+
+    /// The shared cache, when there is one.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.svc.cache()
     }
 
     /// Wait (at most `timeout`) until the balancer is ready; afterwards requests no longer wait
@@ -522,7 +541,10 @@ impl Shared {
 
     fn metrics(&self) -> Response<ProxyBody> {
         let gen = self.generation.load();
-        let body = metrics::render(&gen.registry, &gen.balancer.endpoints());
+        let mut body = metrics::render(&gen.registry, &gen.balancer.endpoints());
+        if let Some(cache) = gen.cache() {
+            body.push_str(&cache.metrics().to_prometheus());
+        }
         let mut r = Response::new(ProxyBody::full(body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -623,5 +623,6 @@ pub fn trace_init() {
         .with_env_filter(filter)
         .try_init();
 }
+pub mod cache;
 pub mod s3;
 pub mod sidecar;

@@ -119,6 +119,20 @@ impl S3Target {
         }
     }
 
+    /// How long a request may block on the surviving nodes after a node was SIGKILLed.
+    ///
+    /// s3s-fs: no time (nodes share nothing but the directory). MinIO: a node takes a
+    /// distributed lock on the other nodes for each write (and for a heal), and refreshes it
+    /// while it holds it; the locks of a killed node stay until the other nodes expire them (not
+    /// refreshed for 1 minute, checked every minute), so a PUT the SDK retries on the key the
+    /// killed node was writing waits up to 2 minutes for its lock, then succeeds.
+    pub fn max_stall_after_kill(self) -> Duration {
+        match self {
+            S3Target::S3sFs => Duration::ZERO,
+            S3Target::Minio => Duration::from_secs(120),
+        }
+    }
+
     /// The server binary, or a panic that says how to get it.
     pub fn binary(self) -> PathBuf {
         match self {
@@ -277,7 +291,8 @@ impl S3Cluster {
 
     /// Start `n` nodes of `target` on loopback over a fresh temporary directory; returns once
     /// every node serves (s3s-fs: accepts connections, at most 20 s each; MinIO: every node
-    /// reports a cluster with write quorum, at most 60 s), or panics saying why not.
+    /// reports a cluster with write quorum and writes to every drive, at most 60 s in all), or
+    /// panics saying why not.
     pub async fn start_target(target: S3Target, n: usize) -> S3Cluster {
         assert!(n >= 1, "a cluster needs at least one node");
         let bin = target.binary();
@@ -346,7 +361,7 @@ impl S3Cluster {
     }
 
     /// Start the `n` MinIO processes of one distributed cluster and wait until every node
-    /// reports write quorum. A node that exits at start (most likely its port was taken between
+    /// reports write quorum and writes to every drive. A node that exits at start (most likely its port was taken between
     /// [`free_ports`] and its bind) makes the whole cluster start again on fresh ports and
     /// fresh drives; a cluster that does not form in time is a panic.
     async fn start_minio(&mut self, bin: &Path, n: usize) {
@@ -589,6 +604,12 @@ impl S3Cluster {
     /// The statuses that mean "healthy" (see [`S3Target::healthy_statuses`]).
     pub fn healthy_statuses(&self) -> &'static [u16] {
         self.target.healthy_statuses()
+    }
+
+    /// How long a request may block after a node was killed (see
+    /// [`S3Target::max_stall_after_kill`]).
+    pub fn max_stall_after_kill(&self) -> Duration {
+        self.target.max_stall_after_kill()
     }
 
     /// How many nodes the cluster has (running or killed).
