@@ -530,3 +530,116 @@ async fn no_node_to_send_to_is_a_middleware_error() {
         .expect("a sidekick::Error");
     assert!(e.is_no_endpoint(), "{e:?}");
 }
+
+// ===== a GET body that breaks in the middle resumes from another node =====
+
+/// Size of the objects of the resume tests: large enough that most of the body is still on
+/// the node when the first chunks arrive.
+const BIG: usize = 24 << 20;
+
+fn big_body(seed: u8) -> Vec<u8> {
+    (0..BIG).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// Two nodes, each its own site: node 0 serves everything until it dies, so the test knows
+/// which node streams the body it kills.
+async fn two_tier(cluster: &S3Cluster) -> Balancer {
+    let urls = cluster.urls();
+    let b = Balancer::builder()
+        .site(&urls[0])
+        .site(&urls[1])
+        .health_path(cluster.health_path())
+        .healthy_statuses(cluster.healthy_statuses().iter().copied())
+        .health_interval(Duration::from_millis(200))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("balancer");
+    b.ready(Duration::from_secs(10)).await.expect("nodes up");
+    b
+}
+
+/// Read at least the first MiB of `resp`.
+async fn first_mib(resp: &mut reqwest::Response) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < (1 << 20) {
+        let chunk = resp
+            .chunk()
+            .await
+            .expect("first chunks")
+            .expect("the body ended early");
+        got.extend_from_slice(&chunk);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_broken_by_a_dying_node_resumes_from_another() {
+    support::trace_init();
+    let mut cluster = S3Cluster::start(2).await;
+    let b = two_tier(&cluster).await;
+    let http = http(SidekickMiddleware::new(b.clone()));
+    let s3 = Presigner::new(SECRET_KEY);
+    create_bucket(&http, &s3).await;
+    let want = big_body(0);
+    let path = format!("/{BUCKET}/big");
+    send_ok(&http, "PUT", &s3.url("PUT", &path), want.clone())
+        .await
+        .expect("put");
+
+    let mut resp = http.get(s3.url("GET", &path)).send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    let mut got = first_mib(&mut resp).await;
+    let node1_before = requests_per_node(&b)[1].1;
+    cluster.kill(0);
+    // Bounded: the body has BIG bytes, every chunk at least one.
+    for _ in 0..BIG {
+        match resp.chunk().await.expect("the resumed body") {
+            Some(chunk) => got.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    assert_eq!(got.len(), BIG);
+    assert!(got == want, "the resumed body differs from the object");
+    assert!(
+        requests_per_node(&b)[1].1 > node1_before,
+        "the rest should have come from node 1: {:?}",
+        requests_per_node(&b)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_is_never_resumed_from_another_version() {
+    support::trace_init();
+    let mut cluster = S3Cluster::start(2).await;
+    let b = two_tier(&cluster).await;
+    let http = http(SidekickMiddleware::new(b));
+    let s3 = Presigner::new(SECRET_KEY);
+    create_bucket(&http, &s3).await;
+    let path = format!("/{BUCKET}/changing");
+    send_ok(&http, "PUT", &s3.url("PUT", &path), big_body(0))
+        .await
+        .expect("put");
+
+    let mut resp = http.get(s3.url("GET", &path)).send().await.expect("get");
+    first_mib(&mut resp).await;
+    // The object changes while its old version streams, then the streaming node dies: the
+    // missing bytes exist only in the new version, which must not be spliced in.
+    send_ok(&http, "PUT", &s3.url("PUT", &path), big_body(0x5a))
+        .await
+        .expect("overwrite");
+    cluster.kill(0);
+    let mut outcome = Ok(());
+    for _ in 0..BIG {
+        match resp.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    let err = outcome.expect_err("a body of two versions was delivered");
+    let chain = format!("{err:?}");
+    assert!(chain.contains("resuming it failed"), "{chain}");
+}
