@@ -378,6 +378,7 @@ impl Core {
             health: health.into(),
             ejected: false.into(),
             eject_streak: 0.into(),
+            suspect: false.into(),
             trial: TRIAL_NONE.into(),
             fail_run: 0.into(),
             stats: Default::default(),
@@ -513,6 +514,8 @@ impl Core {
     pub(crate) fn after_finish(&self, ep: &Arc<Endpoint>, after: AfterFinish) {
         match after {
             AfterFinish::Eject(reason) => {
+                // Whether or not the bound lets it go, optimistic probing must look again.
+                ep.suspect.store(true, Ordering::Release);
                 self.eject(ep, reason);
             }
             AfterFinish::TrialFailed(reason) => self.trial_failed(ep, reason),

@@ -217,6 +217,16 @@ impl Builder {
         self
     }
 
+    /// Optimistic probing (sidekick's `--health-optimistic`): once an endpoint is up, it is
+    /// probed again only after a request failed on it (a connect failure, reset or timeout), at
+    /// its next probe time; while it is down or ejected it is probed as usual. Fewer probes
+    /// (thousands of clients over one cluster), at the price of noticing a dead endpoint only
+    /// when a request meets it. Default is off: every endpoint is probed every interval.
+    pub fn health_optimistic(mut self, enabled: bool) -> Self {
+        self.cfg.probe.optimistic = enabled;
+        self
+    }
+
     /// Statuses a probe answer must have to pass. Default is `[200]`.
     pub fn healthy_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
         self.cfg.probe.healthy = statuses.into_iter().collect();

@@ -119,6 +119,9 @@ pub(crate) struct Endpoint {
     pub(crate) ejected: AtomicBool,
     /// Ejections in a row, for the backoff exponent; reset by a success.
     pub(crate) eject_streak: AtomicU32,
+    /// A request failed on it (connect, reset, timeout) since its last probe: with optimistic
+    /// probing, the next probe is due.
+    pub(crate) suspect: AtomicBool,
     pub(crate) trial: AtomicU8,
     /// Consecutive answers with a status in the ejection set.
     pub(crate) fail_run: AtomicU32,

@@ -40,6 +40,8 @@ pub(crate) struct ProbeConfig {
     pub(crate) healthy: Vec<u16>,
     pub(crate) rise: u32,
     pub(crate) fall: u32,
+    /// Probe an endpoint that is up only after a request failed on it.
+    pub(crate) optimistic: bool,
 }
 
 impl Default for ProbeConfig {
@@ -55,6 +57,7 @@ impl Default for ProbeConfig {
             healthy: vec![200],
             rise: 1,
             fall: 1,
+            optimistic: false,
         }
     }
 }
@@ -233,6 +236,10 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+        delay = next_delay(cfg.interval, cfg.jitter, fastrand::f64());
+        if cfg.optimistic && !due_when_optimistic(&ep) {
+            continue;
+        }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = async {
@@ -254,8 +261,18 @@ pub(crate) async fn run(
             core.probe_passed(&ep);
         }
         drop(core);
-        delay = next_delay(cfg.interval, cfg.jitter, fastrand::f64());
     }
+}
+
+/// With optimistic probing, whether an endpoint needs a probe now: while it is not up (not
+/// probed yet, down, or ejected), and once after a request failed on it.
+fn due_when_optimistic(ep: &Endpoint) -> bool {
+    use std::sync::atomic::Ordering;
+    // The probe about to run answers for any failure seen so far.
+    let suspect = ep.suspect.swap(false, Ordering::AcqRel);
+    suspect
+        || ep.ejected.load(Ordering::Acquire)
+        || ep.health.load(Ordering::Acquire) != crate::endpoint::HEALTH_UP
 }
 
 #[cfg(test)]

@@ -116,6 +116,36 @@ async fn ellipsis_sites_spread_and_health_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_optimistic_probes_only_after_a_failure() {
+    let a = Backend::start("a", Behavior::Ok).await;
+    let b = Backend::start("b", Behavior::Ok).await;
+    let site = format!("{},{}", a.url(), b.url());
+    let (sidecar, _) = sc::start(&sc::flags(&["--health-optimistic"], &[site])).await;
+    sc::all_up(&sidecar).await;
+    // 200 ms between probes (+ jitter): about five rounds, but each backend is probed only
+    // until it is up.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!((a.health_hits(), b.health_hits()), (1, 1));
+    // `a` dies: the requests that meet it fail over, and it is probed again (and stays out).
+    a.kill().await;
+    let addr = sidecar.local_addr();
+    for _ in 0..20 {
+        let (status, _, _) = get(addr, "/obj").await;
+        assert_eq!(status, 200);
+    }
+    let restarted = std::time::Instant::now();
+    a.restart().await;
+    // Bounded wait for a probe to bring it back.
+    while a.health_hits() < 2 && restarted.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.health_hits() >= 2, "the failed backend was probed again");
+    sc::all_up(&sidecar).await;
+    assert_eq!(b.health_hits(), 1, "a healthy backend is left alone");
+    sidecar.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_down_is_a_backend_down_502() {
     let a = Backend::start("a", Behavior::Ok).await;
     let (sidecar, _) = sc::start(&sc::flags(&[], &[a.url()])).await;

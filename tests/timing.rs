@@ -247,3 +247,69 @@ async fn ready_waits_for_the_preferred_site_to_be_probed() {
     b.ready(Duration::from_secs(5)).await.unwrap();
     assert_eq!(b.pick().unwrap().site(), 1);
 }
+
+/// A lease on `url` (bounded: P2C over two endpoints picks each about half the time).
+fn pick(b: &Balancer, url: &str) -> sidekick::Lease {
+    for _ in 0..10_000 {
+        let lease = b.pick().unwrap();
+        if lease.url() == url {
+            return lease;
+        }
+        lease.finish(Outcome::Status(200));
+    }
+    panic!("{url} was never picked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn optimistic_probes_only_until_up_and_after_a_failed_request() {
+    let probes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let (p, h) = (probes.clone(), healthy.clone());
+    let b = Balancer::builder()
+        .site("http://127.0.0.1:{20201...20202}")
+        .health_interval(Duration::from_secs(1))
+        .health_jitter(0.0)
+        .health_optimistic(true)
+        .probe_fn(move |url| {
+            *p.lock().unwrap().entry(url).or_default() += 1;
+            let ok = h.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("down".to_string())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let count = |url: &str| probes.lock().unwrap().get(url).copied().unwrap_or(0);
+    let (a, other) = ("http://127.0.0.1:20201", "http://127.0.0.1:20202");
+
+    // Up at the first probe, then left alone.
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!((count(a), count(other)), (1, 1));
+    assert_eq!(states(&b), [EndpointState::Up, EndpointState::Up]);
+
+    // A request fails on `a`: its next probe runs (and passes), then it is left alone again.
+    let lease = pick(&b, a);
+    lease.finish(Outcome::Connect);
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!((count(a), count(other)), (2, 1));
+    assert_eq!(states(&b), [EndpointState::Up, EndpointState::Up]);
+
+    // Failing again while the backend is really down: probed every interval until it is back.
+    healthy.store(false, Ordering::SeqCst);
+    let lease = pick(&b, a);
+    lease.finish(Outcome::Reset);
+    sleep(Duration::from_millis(10_500)).await;
+    assert!(count(a) >= 2 + 10, "{} probes while down", count(a));
+    assert_eq!(states(&b)[0], EndpointState::Down);
+    healthy.store(true, Ordering::SeqCst);
+    sleep(Duration::from_secs(2)).await;
+    let back = count(a);
+    assert_eq!(states(&b)[0], EndpointState::Up);
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(count(a), back, "probed again while up with no failure");
+    assert_eq!(count(other), 1);
+}

@@ -77,7 +77,7 @@ pub struct Config {
     pub dns_ttl: Duration,
     /// `--rr-dns-mode`: one backend per address a host name resolves to.
     pub rr_dns_mode: bool,
-    /// `--health-optimistic`: accepted for compatibility; probes keep running (see the README).
+    /// `--health-optimistic`: probe a backend that is up only after a request failed on it.
     pub health_optimistic: bool,
     /// `--auto-tls-host`: comma-separated names for a self-signed listener certificate.
     pub auto_tls_host: String,
@@ -353,7 +353,7 @@ const FLAGS: &[Spec] = &[
     flag(
         &["health-optimistic"],
         Kind::Bool,
-        "accepted for compatibility: probes keep running",
+        "probe a backend that is up only after a request to it failed",
     ),
     flag(
         &["auto-tls-host"],

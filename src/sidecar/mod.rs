@@ -75,6 +75,7 @@ pub fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generatio
         // sidekick waits `duration + uniform[0, duration)` between probes.
         .health_jitter(1.0)
         .health_timeout(cfg.health_timeout)
+        .health_optimistic(cfg.health_optimistic)
         .policy(flags::host_balance_policy(&cfg.host_balance))
         .rr_dns(cfg.rr_dns_mode)
         .dns_refresh(cfg.dns_ttl)
