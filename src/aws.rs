@@ -112,7 +112,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balancer::{Balancer, Lease, Outcome};
-use crate::error::{BoxError, Error};
+use crate::error::{find_source, BoxError, Error};
 use crate::resume::{Plan, ResumeBody};
 use crate::retry::MAX_CONNECT_ATTEMPTS;
 use crate::transport::{self, Connector};
@@ -562,27 +562,14 @@ fn user_error(msg: &'static str) -> ConnectorError {
     ConnectorError::user(msg.into())
 }
 
-fn find<'a, E: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
-}
-
 /// What a failed attempt tells the balancer, and what it tells the SDK's retry classifier.
 fn classify(err: BoxError) -> (Outcome, ConnectorError) {
-    if find::<ReadTimeout>(err.as_ref()).is_some() {
+    if find_source::<ReadTimeout>(err.as_ref()).is_some() {
         return (Outcome::Timeout, ConnectorError::timeout(err));
     }
-    if let Some(e) = find::<hyper_util::client::legacy::Error>(err.as_ref()) {
+    if let Some(e) = find_source::<hyper_util::client::legacy::Error>(err.as_ref()) {
         if e.is_connect() {
-            let timed_out = find::<std::io::Error>(err.as_ref())
+            let timed_out = find_source::<std::io::Error>(err.as_ref())
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
             let ce = if timed_out {
                 ConnectorError::timeout(err)
@@ -592,7 +579,7 @@ fn classify(err: BoxError) -> (Outcome, ConnectorError) {
             return (Outcome::Connect, ce.never_connected());
         }
     }
-    if let Some(h) = find::<hyper::Error>(err.as_ref()) {
+    if let Some(h) = find_source::<hyper::Error>(err.as_ref()) {
         if h.is_timeout() {
             return (Outcome::Timeout, ConnectorError::timeout(err));
         }
@@ -602,13 +589,13 @@ fn classify(err: BoxError) -> (Outcome, ConnectorError) {
         if h.is_closed()
             || h.is_canceled()
             || h.is_incomplete_message()
-            || find::<std::io::Error>(h).is_some()
+            || find_source::<std::io::Error>(h).is_some()
         {
             return (Outcome::Reset, ConnectorError::io(err));
         }
         return (Outcome::Failed, ConnectorError::other(err, None));
     }
-    if find::<std::io::Error>(err.as_ref()).is_some() {
+    if find_source::<std::io::Error>(err.as_ref()).is_some() {
         return (Outcome::Reset, ConnectorError::io(err));
     }
     (Outcome::Failed, ConnectorError::other(err, None))

@@ -9,6 +9,22 @@ use std::fmt;
 /// A boxed error, as used at service boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The first error of type `E` in `err`'s chain of sources (`err` itself included).
+#[cfg(any(feature = "aws", feature = "reqwest"))]
+pub(crate) fn find_source<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur = Some(err);
+    // Bounded by the chain's length: each step follows one `source`.
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// Everything that can go wrong in sidekick: bad configuration, no endpoint to send to, or a
 /// request that failed on every endpoint it was allowed to try.
 pub struct Error {

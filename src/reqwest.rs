@@ -75,7 +75,7 @@ use reqwest_middleware::{Error, Middleware, Next};
 
 use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::endpoint::EndpointId;
-use crate::error::BoxError;
+use crate::error::{find_source, BoxError};
 use crate::resume::{Plan, ResumeBody};
 use crate::retry::{is_idempotent, MAX_CONNECT_ATTEMPTS};
 
@@ -216,19 +216,6 @@ fn url_host(url: &Url) -> Option<HeaderValue> {
     value.ok()
 }
 
-fn find<'a, E: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
-}
-
 /// What a failed attempt tells the balancer about the node.
 fn outcome_of(err: &reqwest_middleware::Error) -> Outcome {
     let e = match err {
@@ -243,15 +230,15 @@ fn outcome_of(err: &reqwest_middleware::Error) -> Outcome {
         return Outcome::Timeout;
     }
     if e.is_request() {
-        if let Some(h) = find::<hyper::Error>(e) {
+        if let Some(h) = find_source::<hyper::Error>(e) {
             if h.is_incomplete_message()
                 || h.is_closed()
                 || h.is_canceled()
-                || find::<std::io::Error>(h).is_some()
+                || find_source::<std::io::Error>(h).is_some()
             {
                 return Outcome::Reset;
             }
-        } else if find::<std::io::Error>(e).is_some() {
+        } else if find_source::<std::io::Error>(e).is_some() {
             return Outcome::Reset;
         }
     }
