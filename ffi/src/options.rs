@@ -210,6 +210,8 @@ pub(crate) struct Settings {
     health_interval: Option<Duration>,
     health_timeout: Option<Duration>,
     health_jitter: Option<f64>,
+    /// Config string only (`health_optimistic=on`): the options struct keeps its layout.
+    health_optimistic: Option<bool>,
     healthy_statuses: Option<Vec<u16>>,
     rise: Option<u32>,
     fall: Option<u32>,
@@ -268,6 +270,7 @@ impl Settings {
             health_interval,
             health_timeout,
             health_jitter,
+            health_optimistic,
             healthy_statuses,
             rise,
             fall,
@@ -359,6 +362,8 @@ impl Settings {
             health_interval: nonzero_ms(o.health_interval_ms),
             health_timeout: nonzero_ms(o.health_timeout_ms),
             health_jitter: Some(o.health_jitter),
+            // Not in the struct (its layout is the ABI): only through the config string.
+            health_optimistic: None,
             healthy_statuses: list(
                 "healthy_statuses",
                 o.healthy_statuses,
@@ -449,6 +454,7 @@ impl Settings {
             "health_interval_ms" => self.health_interval = Some(pos_ms(v)?),
             "health_timeout_ms" => self.health_timeout = Some(pos_ms(v)?),
             "health_jitter" => self.health_jitter = Some(parse_f64(key, v)?),
+            "health_optimistic" => self.health_optimistic = Some(parse_bool(key, v)?),
             "healthy_statuses" => self.healthy_statuses = Some(parse_statuses(key, v)?),
             "rise" => self.rise = Some(u32_(v)?),
             "fall" => self.fall = Some(u32_(v)?),
@@ -579,6 +585,7 @@ mod tests {
             "site=http://127.0.0.1:{9001...9002}\n# a comment\n\
              policy=least; health_check=off; health_path=/h; last_site_health_path=/r\n\
              health_port=81; health_interval_ms=250; health_timeout_ms=100; health_jitter=0\n\
+             health_optimistic=on\n\
              healthy_statuses=200,204; rise=2; fall=3; eject_statuses=500-503; eject_after=2\n\
              max_ejected_share=0; eject_backoff_base_ms=10; eject_backoff_max_ms=20\n\
              failure_statuses=; failure_penalty_ms=0; ewma_decay_ms=5; default_rtt_ms=1\n\
@@ -597,6 +604,7 @@ mod tests {
         assert_eq!(s.health_check, Some(false));
         assert_eq!(s.health_port, Some(81));
         assert_eq!(s.health_jitter, Some(0.0));
+        assert_eq!(s.health_optimistic, Some(true));
         assert_eq!(s.healthy_statuses, Some(vec![200, 204]));
         assert_eq!(s.eject_statuses, Some(vec![500, 501, 502, 503]));
         assert_eq!(s.failure_statuses, Some(vec![]));

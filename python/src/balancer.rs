@@ -227,7 +227,8 @@ impl Shared {
 ///
 /// Options (times in seconds or `timedelta`; defaults as in the Rust builder): policy,
 /// health_check, health_path, last_site_health_path, health_port, health_interval,
-/// health_timeout, health_jitter, healthy_statuses, rise, fall, eject_statuses, eject_after,
+/// health_timeout, health_jitter, health_optimistic, healthy_statuses, rise, fall,
+/// eject_statuses, eject_after,
 /// max_ejected_share, eject_backoff, failure_statuses, failure_penalty, ewma_decay, default_rtt,
 /// max_attempts, retry_statuses, retry_buffer, retry_budget, host_policy, attempt_timeout,
 /// connect_timeout, pool_idle_timeout, pool_max_idle_per_host, rr_dns, dns_refresh, on_event,

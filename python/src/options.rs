@@ -24,6 +24,7 @@ const NAMES: &[&str] = &[
     "health_interval",
     "health_timeout",
     "health_jitter",
+    "health_optimistic",
     "healthy_statuses",
     "rise",
     "fall",
@@ -169,6 +170,10 @@ impl Spec {
             "health_jitter" => {
                 let x = number(py, n, v)?;
                 self.push(move |b| b.health_jitter(x));
+            }
+            "health_optimistic" => {
+                let on = boolean(py, n, v)?;
+                self.push(move |b| b.health_optimistic(on));
             }
             "healthy_statuses" => {
                 let s = statuses(py, n, v)?;

@@ -183,6 +183,8 @@ class Balancer:
     :param health_interval: time between probes of one endpoint (default 5).
     :param health_timeout: deadline of one probe (default 10).
     :param health_jitter: random share added to each probe delay, 0.0-10.0 (default 0.2).
+    :param health_optimistic: probe an endpoint that is up only after a request failed on it
+        (default off).
     :param healthy_statuses: statuses a probe answer must have to pass (default ``[200]``).
     :param rise: consecutive passing probes that bring an endpoint up (default 1).
     :param fall: consecutive failing probes that take it down (default 1).
@@ -227,6 +229,7 @@ class Balancer:
         health_interval: _Seconds = ...,
         health_timeout: _Seconds = ...,
         health_jitter: float = ...,
+        health_optimistic: bool = ...,
         healthy_statuses: Iterable[int] = ...,
         rise: int = ...,
         fall: int = ...,
