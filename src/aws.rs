@@ -392,7 +392,14 @@ impl BalancedConnector {
                     lease.finish(Outcome::Status(resp.status().as_u16()));
                     let resp = match resp {
                         Attempted::Whole(resp) => resp,
-                        Attempted::Streamed(resp) => self.resumable(resp, &parts, &pq, node),
+                        // The last use of the request's headers and path: moved, not copied.
+                        Attempted::Streamed(resp) => self.resumable(
+                            resp,
+                            &parts.method,
+                            std::mem::take(&mut parts.headers),
+                            pq,
+                            node,
+                        ),
                     };
                     return HttpResponse::try_from(resp)
                         .map_err(|e| ConnectorError::other(e.into(), None));
@@ -456,15 +463,16 @@ impl BalancedConnector {
     fn resumable(
         &self,
         resp: http::Response<hyper::body::Incoming>,
-        req: &http::request::Parts,
-        pq: &str,
+        method: &http::Method,
+        headers: http::HeaderMap,
+        pq: String,
         node: crate::endpoint::EndpointId,
     ) -> http::Response<SdkBody> {
-        let Some(plan) = Plan::new(&req.method, &req.headers, resp.status(), resp.headers()) else {
+        let Some(plan) = Plan::new(method, &headers, resp.status(), resp.headers()) else {
             return resp.map(SdkBody::from_body_1_x);
         };
         let this = self.clone();
-        let headers = Arc::new(req.headers.clone());
+        let headers = Arc::new(headers);
         let pq: Arc<str> = pq.into();
         let resume_plan = plan.clone();
         resp.map(move |body| {

@@ -46,6 +46,8 @@ pub mod endpoint;
 mod error;
 pub mod failover;
 mod health;
+#[cfg(feature = "cache")]
+mod hop;
 #[cfg(any(feature = "aws", feature = "reqwest"))]
 mod resume;
 pub mod retry;

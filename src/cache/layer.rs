@@ -151,15 +151,18 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The ready service serves this request; a fresh clone waits for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         match &self.cache {
             None => {
-                let fut = inner.call(req.map(RequestBody::client));
+                let fut = self.inner.call(req.map(RequestBody::client));
                 Box::pin(async move { Ok(fut.await?.map(|b| ResponseBody::origin(b, None))) })
             }
-            Some(cache) => Box::pin(serve(cache.clone(), inner, req)),
+            Some(cache) => {
+                // The ready service serves this request (which may take several calls); a
+                // fresh clone waits for the next one.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(serve(cache.clone(), inner, req))
+            }
         }
     }
 }
@@ -405,7 +408,7 @@ where
         return Response::from_parts(parts, ResponseBody::origin(body, Some(counters)));
     };
     let mut headers = parts.headers.clone();
-    policy::strip_hop_by_hop(&mut headers);
+    crate::hop::strip_hop_by_hop(&mut headers, false);
     let head = Head {
         status: parts.status,
         headers,

@@ -126,40 +126,13 @@ pub(crate) fn cache_control_has(h: &HeaderMap, directives: &[&str]) -> bool {
         .any(|d| directives.iter().any(|want| d.eq_ignore_ascii_case(want)))
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), and those `Connection` names: never stored.
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        h.remove(n);
-    }
-}
-
 /// The headers of a hit: the stored ones, each replaced by the `304`'s when it sent that
 /// header (RFC 9111 §4.3.4: `ETag`, `Date`, `Last-Modified`, request ids...), except the
 /// framing of the body, which belongs to the stored response.
 pub(crate) fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut out = stored.clone();
     let mut fresh = not_modified.clone();
-    strip_hop_by_hop(&mut fresh);
+    crate::hop::strip_hop_by_hop(&mut fresh, false);
     for keep in [
         header::CONTENT_LENGTH,
         header::CONTENT_RANGE,

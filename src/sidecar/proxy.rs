@@ -49,8 +49,6 @@ const X_PROXY: HeaderName = HeaderName::from_static("x-proxy");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 // ===== bodies =====
 
@@ -451,36 +449,18 @@ fn has_token(v: &HeaderValue, token: &str) -> bool {
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), those named in `Connection` included.
-/// `Te: trailers` survives on requests; the `Trailer` announcement is end-to-end here (hyper
-/// only sends announced trailers).
+/// `Te: trailers` survives on requests (unless `Connection` names `TE`); the `Trailer`
+/// announcement is end-to-end here (hyper only sends announced trailers).
 fn strip_hop_by_hop(h: &mut HeaderMap, request: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| *n != header::TRAILER)
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
     let te_trailers = request
+        && !h
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "te"))
         && h.get_all(header::TE)
             .iter()
             .any(|v| has_token(v, "trailers"));
-    for n in [
-        header::CONNECTION,
-        PROXY_CONNECTION,
-        KEEP_ALIVE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        h.remove(n);
-    }
+    crate::hop::strip_hop_by_hop(h, true);
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -675,12 +655,7 @@ async fn proxy(
     // failing as sidekick's do, and instead of going to a later site only because the
     // preferred one has not been probed yet.
     if gen.is_warming() {
-        let _ = tokio::time::timeout(shared.warm_wait, async {
-            while gen.is_warming() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        let _ = gen.balancer.ready(shared.warm_wait).await;
     }
 
     let mut done = Completion {
