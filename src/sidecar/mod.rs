@@ -23,6 +23,7 @@ pub mod console;
 pub mod demo;
 pub mod flags;
 pub mod format;
+pub(crate) mod forward;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -197,6 +198,8 @@ impl Sidecar {
             warm_wait: wait,
             tunnels: tokio_util::task::TaskTracker::new(),
             draining: AtomicBool::new(false),
+            response_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
         });
         let limits = Limits {
             max_conns: cfg.max_conns,

@@ -183,7 +183,26 @@ async fn connection(
     }
 }
 
+/// Serve a connection on the forwarding loop, or on hyper when the configuration needs whole
+/// messages (the shared cache, `--debug` traces).
 async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    I: super::forward::io::Stream + 'static,
+{
+    let whole_messages = shared.console.opts.debug || shared.generation.load().cache().is_some();
+    if whole_messages {
+        serve_hyper(io, peer, shared, limits, stop).await
+    } else {
+        super::forward::serve(io, peer, shared, limits, stop).await
+    }
+}
+
+async fn serve_hyper<I>(
     io: I,
     peer: SocketAddr,
     shared: Arc<Shared>,
