@@ -405,19 +405,17 @@ fn read_headers(
                 }
             }
             Class::Upgrade => upgrade_value = Some(value.clone()),
-            Class::Te => {
+            Class::Te
                 if tokens(value_bytes).any(|t| {
                     t.split(|&b| b == b';')
                         .next()
                         .is_some_and(|c| trim(c).eq_ignore_ascii_case(b"trailers"))
-                }) {
-                    te_trailers = true;
-                }
+                }) =>
+            {
+                te_trailers = true;
             }
-            Class::Expect => {
-                if value_bytes.eq_ignore_ascii_case(b"100-continue") {
-                    opts.expect_continue = true;
-                }
+            Class::Expect if value_bytes.eq_ignore_ascii_case(b"100-continue") => {
+                opts.expect_continue = true;
             }
             _ => {}
         }
