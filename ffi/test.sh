@@ -177,6 +177,25 @@ part_c() {
         return 1
     fi
 
+    section "C: test_attempts (the shared attempt-policy vectors) under valgrind"
+    gcc "${CFLAGS[@]}" -g -O1 tests/c/test_attempts.c -o "$BUILD/test_attempts" \
+        -L"$LIB_DIR" -lsidekick_ffi -Wl,-rpath,"$LIB_DIR"
+    local supp=()
+    [ -f "$FFI_DIR/tests/c/valgrind.supp" ] && supp=(--suppressions="$FFI_DIR/tests/c/valgrind.supp")
+    rc=0
+    timeout 600 valgrind --error-exitcode=1 --leak-check=full \
+        --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+        "${supp[@]}" --log-file="$WORK/valgrind-attempts.log" \
+        "$BUILD/test_attempts" "$FFI_DIR/../tests/vectors/attempt_policy.txt" >"$WORK/test_attempts.out" || rc=$?
+    grep -v '^ok ' "$WORK/test_attempts.out" || true
+    grep -E 'definitely lost|indirectly lost|possibly lost|ERROR SUMMARY' \
+        "$WORK/valgrind-attempts.log" | sed 's/^==[0-9]*== */valgrind: /'
+    if [ "$rc" -ne 0 ]; then
+        cat "$WORK/valgrind-attempts.log"
+        echo "C attempt-policy vectors failed under valgrind (exit $rc)" >&2
+        return 1
+    fi
+
     section "C: examples/c/pick.c"
     gcc "${CFLAGS[@]}" -O2 examples/c/pick.c -o "$BUILD/pick" \
         -L"$LIB_DIR" -lsidekick_ffi -Wl,-rpath,"$LIB_DIR"

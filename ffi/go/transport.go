@@ -12,28 +12,20 @@ import (
 	"time"
 )
 
-// maxConnectAttempts bounds the attempts of one request when every attempt fails to connect
-// (each one goes to an endpoint not tried before), as the engine's own client does.
-const maxConnectAttempts = 16
-
 // Transport is an http.RoundTripper that sends each request to an endpoint picked by Balancer:
 // it rewrites the URL's scheme and host to the endpoint's (prefixing the endpoint's base path, if
 // any), keeps the original host in req.Host (so signed requests stay valid), reports the status
-// and the latency to the response head, and retries on another endpoint:
-//
-//   - when the connection could not be established (nothing was sent), for any request;
-//   - when the connection broke or timed out after sending, for idempotent requests (GET, HEAD,
-//     OPTIONS, TRACE, PUT, DELETE, or with an Idempotency-Key header), at most MaxAttempts sends.
-//
-// A request with a body is retried only when it can be replayed (req.GetBody is set, as
-// http.NewRequest does for bytes, strings and bytes.Reader bodies).
+// and the latency to the response head, and retries on another endpoint as the engine's attempt
+// policy decides (Balancer.Attempts): a connection that could not be established for any
+// request; a reset, a timeout or one of the balancer's retry statuses for an idempotent request
+// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with an Idempotency-Key header) whose body can be
+// sent again (req.GetBody is set, as http.NewRequest does for bytes, strings and bytes.Reader
+// bodies), within the balancer's MaxAttempts and retry budget.
 type Transport struct {
-	// Balancer picks the endpoints (required).
+	// Balancer picks the endpoints and decides the retries (required).
 	Balancer *Balancer
 	// Base sends the rewritten requests; nil means http.DefaultTransport.
 	Base http.RoundTripper
-	// MaxAttempts bounds the sends of an idempotent request that failed after sending; 0 means 3.
-	MaxAttempts int
 
 	endpoints sync.Map // endpoint id -> *url.URL
 }
@@ -69,25 +61,26 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		host = req.URL.Host
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	// Go's transport closes a body it could not send: only a body it can make again is intact.
 	replayable := !hasBody || req.GetBody != nil
-	maxSends := t.MaxAttempts
-	if maxSends <= 0 {
-		maxSends = 3
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
 	}
-
-	var tried []uint64
-	var lastErr error
-	sends := 0
-	for attempt := 0; attempt < maxConnectAttempts; attempt++ {
-		lease, err := t.Balancer.PickExcluding(tried)
-		if err != nil {
-			if attempt == 0 {
-				closeBody(req)
-				return nil, err
-			}
-			return nil, lastErr // every endpoint was tried: the last failure says most
-		}
-		tried = append(tried, lease.ID())
+	key := req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+	attempts, err := t.Balancer.Attempts(method, key, replayable)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	defer attempts.Close()
+	lease, err := attempts.Pick()
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	// Bounded by the engine: every endpoint at most once, at most 16 attempts.
+	for attempt := 0; ; attempt++ {
 		out, err := t.rewrite(req, lease, host, attempt)
 		if err != nil {
 			lease.Cancel()
@@ -99,23 +92,38 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		start := time.Now()
 		resp, err := t.base().RoundTrip(out)
 		latency := time.Since(start)
+		outcome, status := OutcomeStatus, 0
 		if err == nil {
-			lease.Done(OutcomeStatus, resp.StatusCode, latency)
-			return resp, nil
+			status = resp.StatusCode
+		} else {
+			outcome = classify(req.Context(), err)
 		}
-		outcome := classify(req.Context(), err)
-		lease.Done(outcome, 0, latency)
-		lastErr = err
-		if outcome != OutcomeConnect {
-			sends++
+		decision, _, next, derr := attempts.Decide(lease, outcome, status, replayable)
+		if derr != nil {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return nil, derr
 		}
-		retry := replayable && (outcome == OutcomeConnect ||
-			((outcome == OutcomeReset || outcome == OutcomeTimeout) && idempotent(req) && sends < maxSends))
-		if !retry {
-			return nil, err
+		switch decision {
+		case DecisionRetry:
+			if resp != nil {
+				drain(resp.Body)
+			}
+			lease = next
+			continue
+		case DecisionDone:
+			next.Done(outcome, status, latency)
 		}
+		return resp, err
 	}
-	return nil, lastErr
+}
+
+// drain reads a little of a body that will not be used (so its connection can be reused) and
+// closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
 }
 
 // rewrite makes the request for one attempt: a copy aimed at the endpoint, with a fresh body
@@ -146,7 +154,7 @@ func (t *Transport) rewrite(req *http.Request, lease *Lease, host string, attemp
 	return out, nil
 }
 
-// classify maps a transport error to the outcome reported to the balancer.
+// classify translates a net/http error into the engine's outcome.
 func classify(ctx context.Context, err error) Outcome {
 	if ctx.Err() != nil {
 		return OutcomeCancelled // the caller gave up: says nothing about the endpoint
@@ -160,14 +168,6 @@ func classify(ctx context.Context, err error) Outcome {
 		return OutcomeTimeout
 	}
 	return OutcomeReset
-}
-
-func idempotent(req *http.Request) bool {
-	switch req.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 func closeBody(req *http.Request) {

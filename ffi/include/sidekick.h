@@ -130,6 +130,14 @@ typedef enum sidekick_event_kind {
 } sidekick_event_kind;
 
 /**
+ * The attempts of one request, from `sidekick_attempts_new`: the endpoints tried, the attempts
+ * made and the request's facts. Freed by `sidekick_attempts_free`.
+ *
+ * Used by one thread at a time (it may move between threads); may outlive its balancer.
+ */
+typedef struct sidekick_attempts sidekick_attempts;
+
+/**
  * A load balancer over ordered sites of endpoints, with its own runtime threads (health probes,
  * DNS refreshes, the request helper's I/O).
  *
@@ -173,6 +181,18 @@ typedef struct sidekick_lease sidekick_lease;
  * called from any thread at once. Pointers it returns stay valid until it is freed.
  */
 typedef struct sidekick_response sidekick_response;
+
+/**
+ * How a request sent to a leased endpoint ended (the `outcome` of `sidekick_lease_finish`):
+ * one of the `SIDEKICK_OUTCOME_*` values.
+ */
+typedef uint32_t sidekick_outcome;
+
+/**
+ * What to do after an attempt (the `decision` of `sidekick_attempts_decide`): one of the
+ * `SIDEKICK_DECISION_*` values.
+ */
+typedef uint32_t sidekick_decision;
 
 /**
  * One event, passed to a `sidekick_event_callback`. Every pointer in it is borrowed and valid
@@ -412,10 +432,23 @@ typedef struct sidekick_options {
 } sidekick_options;
 
 /**
- * How a request sent to a leased endpoint ended (the `outcome` of `sidekick_lease_finish`):
- * one of the `SIDEKICK_OUTCOME_*` values.
+ * Hand the answer to the caller; `*next` is the attempt's lease, still open: finish it
+ * (`sidekick_lease_finish`, with your latency) or free it.
  */
-typedef uint32_t sidekick_outcome;
+#define SIDEKICK_DECISION_DONE 0
+
+/**
+ * Send the request again to the endpoint of the new lease in `*next` (the previous lease was
+ * finished with the outcome); `*reason` is `connect`, `status`, `reset` or `timeout`.
+ */
+#define SIDEKICK_DECISION_RETRY 1
+
+/**
+ * Hand the last attempt's result (response or error) to the caller; the lease was finished with
+ * the outcome and `*next` is NULL. `*reason` is `not-idempotent`, `not-replayable`,
+ * `max-attempts`, `no-endpoint`, `budget-exhausted` or `not-retryable`.
+ */
+#define SIDEKICK_DECISION_GIVE_UP 2
 
 /**
  * It worked: a response the caller is happy with (`status` is ignored).
@@ -458,6 +491,83 @@ typedef uint32_t sidekick_outcome;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The attempts decided so far.
+ *
+ * NULL: 0. Threads: the attempts' user. Panics: 0.
+ */
+uint32_t sidekick_attempts_count(const struct sidekick_attempts *a);
+
+/**
+ * After the attempt sent to `lease` ended with `outcome` (a `SIDEKICK_OUTCOME_*`; `status` for
+ * `SIDEKICK_OUTCOME_STATUS`), what next: `*decision` is a `SIDEKICK_DECISION_*`, `*reason` a
+ * static string saying why (empty for DONE), `*next` the lease to use (see the decisions).
+ *
+ * `intact`: the attempt consumed none of the request body (always true for a replayable one);
+ * only then does a connect failure prove that nothing was sent.
+ *
+ * Retries go to an endpoint not tried before, within `max_attempts` (connect failures with
+ * the body intact excepted), and a retry that loads a backend again withdraws from the
+ * balancer's retry budget. Emits the retry and budget events.
+ *
+ * Ownership: always consumes `lease`, even on failure (then it ends as cancelled); the caller
+ * owns `*next` when it is not NULL. NULL: `SIDEKICK_STATUS_NULL_ARGUMENT` for `a`, `lease`,
+ * `decision`, `reason` or `next`. An unknown outcome or a status outside 100-599:
+ * `SIDEKICK_STATUS_INVALID_ARGUMENT`. Outputs are written only on success. Threads: the
+ * attempts' user; may call the event callback on this thread. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_attempts_decide(struct sidekick_attempts *a,
+                                              struct sidekick_lease *lease,
+                                              sidekick_outcome outcome,
+                                              uint16_t status,
+                                              bool intact,
+                                              sidekick_decision *decision,
+                                              const char **reason,
+                                              struct sidekick_lease **next,
+                                              struct sidekick_error **err);
+
+/**
+ * Free the attempts of a request (its leases are independent and stay valid).
+ *
+ * Ownership: consumes `a`. NULL: does nothing. Threads: not concurrently with another use of
+ * `a`. Panics: never unwinds.
+ */
+void sidekick_attempts_free(struct sidekick_attempts *a);
+
+/**
+ * Start the attempts of one request and count it in the balancer's retry budget.
+ *
+ * - `method`: the request's method, e.g. `"GET"` (case-sensitive, as in HTTP);
+ * - `idempotency_key`: the request carries an `Idempotency-Key` (or `X-Idempotency-Key`)
+ *   header, which makes any method idempotent;
+ * - `replayable`: the body can be sent again (no body, or one you keep in memory).
+ *
+ * Then `sidekick_attempts_pick` the first lease, send, and after each attempt follow
+ * `sidekick_attempts_decide`.
+ *
+ * Ownership: the caller owns `*out` (free it with `sidekick_attempts_free`). NULL:
+ * `SIDEKICK_STATUS_NULL_ARGUMENT` for `b`, `method` or `out`; a `method` that is not UTF-8 gives
+ * `SIDEKICK_STATUS_INVALID_ARGUMENT`. Threads: any, concurrently. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_attempts_new(const struct sidekick_balancer *b,
+                                           const char *method,
+                                           bool idempotency_key,
+                                           bool replayable,
+                                           struct sidekick_attempts **out,
+                                           struct sidekick_error **err);
+
+/**
+ * The lease of the first attempt (or of the next endpoint not tried yet, if called again).
+ *
+ * Returns `SIDEKICK_STATUS_NO_ENDPOINT` when no endpoint is available. Ownership: the caller
+ * owns `*out` (end it with `sidekick_attempts_decide`, `sidekick_lease_finish` or
+ * `sidekick_lease_free`). NULL: `SIDEKICK_STATUS_NULL_ARGUMENT` for `a` or `out`. Threads: the
+ * attempts' user. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_attempts_pick(struct sidekick_attempts *a,
+                                            struct sidekick_lease **out,
+                                            struct sidekick_error **err);
 
 /**
  * A snapshot of every endpoint (state, load, counters), site by site.

@@ -142,6 +142,28 @@ public final class Balancer implements AutoCloseable {
         }
     }
 
+    /**
+     * Starts the attempts of one request under the engine's retry policy, counted in this
+     * balancer's retry budget (one per balancer, shared by every caller).
+     *
+     * @param method the request's method as sent, e.g. {@code GET} (case-sensitive)
+     * @param idempotencyKey the request carries an {@code Idempotency-Key} header (any method is
+     *     then idempotent)
+     * @param replayable its body can be sent again (none, or held in memory)
+     */
+    public Attempts attempts(String method, boolean idempotencyKey, boolean replayable) throws SidekickException {
+        lock.readLock().lock();
+        try {
+            PointerByReference out = new PointerByReference();
+            PointerByReference err = new PointerByReference();
+            check(LIB.sidekick_attempts_new(handle(), method, (byte) (idempotencyKey ? 1 : 0),
+                    (byte) (replayable ? 1 : 0), out, err), err);
+            return new Attempts(out.getValue());
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
     /** A snapshot of every endpoint, site by site. */
     public List<EndpointInfo> endpoints() throws SidekickException {
         lock.readLock().lock();

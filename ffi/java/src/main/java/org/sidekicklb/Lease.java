@@ -64,6 +64,13 @@ public final class Lease implements AutoCloseable {
         }
     }
 
+    /** Hands the C handle over (to {@link Attempts#decide}, which ends it); null when ended. */
+    synchronized Pointer take() {
+        Pointer p = ptr;
+        ptr = null;
+        return p;
+    }
+
     /** Whether the lease is still open. */
     public synchronized boolean isOpen() {
         return ptr != null;

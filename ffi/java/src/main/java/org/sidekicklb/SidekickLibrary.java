@@ -4,6 +4,7 @@ import com.sun.jna.IntegerType;
 import com.sun.jna.Library;
 import com.sun.jna.Native;
 import com.sun.jna.Pointer;
+import com.sun.jna.ptr.IntByReference;
 import com.sun.jna.ptr.PointerByReference;
 import java.util.Map;
 
@@ -65,6 +66,27 @@ public interface SidekickLibrary extends Library {
     int sidekick_lease_finish(Pointer lease, int outcome, short status, long latencyUs);
 
     void sidekick_lease_free(Pointer lease);
+
+    /** {@code bool} arguments are passed as a byte (0 or 1). */
+    int sidekick_attempts_new(
+            Pointer b, String method, byte idempotencyKey, byte replayable, PointerByReference out, PointerByReference err);
+
+    int sidekick_attempts_pick(Pointer a, PointerByReference out, PointerByReference err);
+
+    int sidekick_attempts_decide(
+            Pointer a,
+            Pointer lease,
+            int outcome,
+            short status,
+            byte intact,
+            IntByReference decision,
+            PointerByReference reason,
+            PointerByReference next,
+            PointerByReference err);
+
+    int sidekick_attempts_count(Pointer a);
+
+    void sidekick_attempts_free(Pointer a);
 
     SizeT sidekick_endpoint_list_count(Pointer list);
 

@@ -220,7 +220,7 @@ class BalancerTest {
                 "health_check", "off", "policy", "round-robin", "max_ejected_share", "1",
                 "eject_backoff_base_ms", "60000", "eject_backoff_max_ms", "60000"));
         BalancedClient client = new BalancedClient(
-                bal, HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build(), 3, Duration.ofSeconds(5));
+                bal, HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build(), Duration.ofSeconds(5));
         for (int i = 0; i < 20; i++) {
             // POST is not idempotent: only the connect failure (nothing sent) may be retried.
             HttpResponse<byte[]> resp = client.send("POST", "/upload", "payload".getBytes(StandardCharsets.UTF_8), Map.of());
@@ -248,7 +248,7 @@ class BalancerTest {
                 .version(HttpClient.Version.HTTP_1_1)
                 .connectTimeout(Duration.ofSeconds(2))
                 .build();
-        BalancedClient client = new BalancedClient(bal, http, 3, Duration.ofSeconds(10));
+        BalancedClient client = new BalancedClient(bal, http, Duration.ofSeconds(10));
 
         AtomicInteger done = new AtomicInteger();
         AtomicInteger failed = new AtomicInteger();
