@@ -267,8 +267,8 @@ pub(crate) fn select<C: Candidate>(
         Policy::PeakEwma => {
             // A few rounds of two draws; a miss happens only when entries went stale.
             for _ in 0..3 {
-                let a = fastrand::usize(..n);
-                let mut b = fastrand::usize(..n - 1);
+                let a = crate::random::below(n);
+                let mut b = crate::random::below(n - 1);
                 if b >= a {
                     b += 1;
                 }
@@ -286,7 +286,7 @@ pub(crate) fn select<C: Candidate>(
                         // would get every request while the other idles.
                         let tie = (ca - cb).abs() <= TIE_TOLERANCE * ca.max(cb);
                         return Some(if tie {
-                            if fastrand::bool() {
+                            if crate::random::bool() {
                                 a
                             } else {
                                 b
@@ -302,16 +302,16 @@ pub(crate) fn select<C: Candidate>(
                     (false, false) => continue,
                 }
             }
-            scan_from(list, fastrand::usize(..n), &eligible)
+            scan_from(list, crate::random::below(n), &eligible)
         }
         Policy::Random => {
             for _ in 0..3 {
-                let a = fastrand::usize(..n);
+                let a = crate::random::below(n);
                 if eligible(&list[a]) {
                     return Some(a);
                 }
             }
-            scan_from(list, fastrand::usize(..n), &eligible)
+            scan_from(list, crate::random::below(n), &eligible)
         }
         Policy::RoundRobin => {
             let start = rr.fetch_add(1, Ordering::Relaxed) % n;
@@ -333,7 +333,7 @@ pub(crate) fn select<C: Candidate>(
                 } else if f == best_inflight {
                     // Reservoir sampling: each tied endpoint ends up chosen with equal chance.
                     ties += 1;
-                    if fastrand::u32(..ties) == 0 {
+                    if crate::random::below(ties as usize) == 0 {
                         best = Some(i);
                     }
                 }

@@ -41,17 +41,23 @@ pub mod balance;
 mod balancer;
 mod builder;
 mod clock;
+mod config;
 mod dns;
 pub mod endpoint;
 mod error;
+mod event;
 pub mod failover;
 mod health;
 #[cfg(feature = "cache")]
 mod hop;
+mod lease;
+mod outcome;
+mod random;
 #[cfg(any(feature = "aws", feature = "reqwest"))]
 mod resume;
 pub mod retry;
 pub mod site;
+mod target;
 mod transport;
 
 #[cfg(feature = "tower")]
@@ -72,11 +78,15 @@ pub mod reqwest;
 pub mod sidecar;
 
 pub use balance::Policy;
-pub use balancer::{Balancer, Event, HostPolicy, Lease, Outcome};
+pub use balancer::Balancer;
 pub use builder::Builder;
+pub use config::HostPolicy;
 pub use endpoint::{EndpointId, EndpointInfo, EndpointState};
 pub use error::{BoxError, Error};
+pub use event::Event;
 pub use failover::EjectReason;
+pub use lease::Lease;
+pub use outcome::Outcome;
 pub use site::Target;
 
 #[cfg(feature = "client")]
