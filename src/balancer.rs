@@ -38,8 +38,8 @@ use crate::failover::{self, EjectReason, Health, Standing, StandingCell, Step};
 use crate::health::{self, ProbeConfig, ProbeFn, ProbeSink, Prober};
 use crate::outcome::{Classes, StatusSet};
 use crate::retry::Budget;
-use crate::site::{self, Site};
-use crate::target::Target;
+use crate::site::Site;
+use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
 
 // Where the rest of the crate has always found these.
@@ -580,7 +580,7 @@ impl Balancer {
         let n_sites = sites.len();
         let mut parsed = Vec::with_capacity(n_sites);
         for (i, spec) in sites.iter().enumerate() {
-            let targets = site::parse_site(spec)
+            let targets = target::parse_site(spec)
                 .map_err(|e| Error::config(format!("site {}: {e}", i + 1)).with_source(e))?;
             // The last site may have its own probe path (a read-only replica).
             let path = match (&cfg.probe.last_site_path, i + 1 == n_sites) {
