@@ -36,6 +36,7 @@ use crate::error::{Error, Kind};
 use crate::event::{self, Event, EventFn};
 use crate::failover::{self, EjectReason, Health, Standing, StandingCell, Step};
 use crate::health::{self, ProbeConfig, ProbeFn, ProbeSink, Prober};
+use crate::options::{self, Value};
 use crate::outcome::{Classes, StatusSet};
 use crate::retry::Budget;
 use crate::site::Site;
@@ -704,6 +705,19 @@ impl Balancer {
     /// The number of sites.
     pub fn site_count(&self) -> usize {
         self.core.sites.len()
+    }
+
+    /// The value in force of the option called `name` (see [`options`](crate::options)).
+    pub fn option(&self, name: &str) -> Result<Value, Error> {
+        Ok(options::find(name)?.read(&self.core.cfg))
+    }
+
+    /// Every option with its value in force, in the table's order.
+    pub fn options(&self) -> Vec<(&'static str, Value)> {
+        options::all()
+            .iter()
+            .map(|o| (o.name(), o.read(&self.core.cfg)))
+            .collect()
     }
 
     /// The `Host` header policy this balancer was built with.

@@ -13,6 +13,7 @@ use crate::config::{Config, HostPolicy};
 use crate::error::Error;
 use crate::event::{Event, EventFn};
 use crate::health;
+use crate::options::{self, Value};
 
 /// Builds a [`Balancer`]. Every setter documents its default; [`Builder::build`] validates the
 /// whole configuration and names the first bad part.
@@ -62,6 +63,37 @@ impl Builder {
             cfg: Config::default(),
             hooks: Hooks::default(),
         }
+    }
+
+    /// Set the option called `name` from its text form (see [`options`](crate::options): the
+    /// names are those of this builder's methods, e.g. `health_interval` = `2s`). The error
+    /// names the option and the bad value, or the unknown name. Ranges are checked by
+    /// [`Builder::build`].
+    ///
+    /// ```
+    /// let b = sidekick::Balancer::builder()
+    ///     .option("health_interval", "2s")?
+    ///     .option("eject_statuses", "500-504")?;
+    /// assert_eq!(b.get("health_interval")?.to_string(), "2s");
+    /// assert!(sidekick::Balancer::builder().option("rise", "often").is_err());
+    /// # Ok::<(), sidekick::Error>(())
+    /// ```
+    pub fn option(self, name: &str, value: &str) -> Result<Self, Error> {
+        let value = options::find(name)?.parse(value)?;
+        self.set(name, value)
+    }
+
+    /// Set the option called `name` to a typed value (what a binding has at hand: a number, a
+    /// duration, a list). The error names the option when the value is not of its
+    /// [`Kind`](crate::options::Kind).
+    pub fn set(mut self, name: &str, value: Value) -> Result<Self, Error> {
+        options::find(name)?.write(&mut self.cfg, value)?;
+        Ok(self)
+    }
+
+    /// The value of the option called `name` as set so far (its default when untouched).
+    pub fn get(&self, name: &str) -> Result<Value, Error> {
+        Ok(options::find(name)?.read(&self.cfg))
     }
 
     /// Add a site, in sidekick's SITE syntax: comma-separated pools, each with optional

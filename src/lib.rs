@@ -51,6 +51,7 @@ mod health;
 #[cfg(feature = "cache")]
 mod hop;
 mod lease;
+pub mod options;
 mod outcome;
 mod random;
 #[cfg(any(feature = "aws", feature = "reqwest"))]
