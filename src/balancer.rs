@@ -49,7 +49,7 @@ pub use crate::lease::Lease;
 pub use crate::outcome::Outcome;
 
 /// What a balancer is built with besides its settings: callbacks, and where its tasks run.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Hooks {
     pub(crate) events: Option<EventFn>,
     pub(crate) resolver: Option<ResolveFn>,

@@ -34,6 +34,7 @@ use crate::options::{self, Value};
 /// # Ok(()) }
 /// ```
 #[must_use]
+#[derive(Clone)]
 pub struct Builder {
     sites: Vec<String>,
     pub(crate) cfg: Config,
