@@ -27,7 +27,6 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{self, LoadConfig, SiteLoad};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dns::{self, AddressSink, ResolveFn, Watch};
@@ -36,8 +35,10 @@ use crate::error::{Error, Kind};
 use crate::event::{self, Event, EventFn};
 use crate::failover::{self, EjectReason, Health, Standing, StandingCell, Step};
 use crate::health::{self, ProbeConfig, ProbeFn, ProbeSink, Prober};
+use crate::load::{LoadConfig, SiteLoad};
 use crate::options::{self, Value};
 use crate::outcome::{Classes, StatusSet};
+use crate::policy;
 use crate::retry::Budget;
 use crate::site::Site;
 use crate::target::{self, Target};
@@ -278,7 +279,7 @@ impl Core {
             }
             let seed = load.seed(&ledger.load_cfg);
             for _ in 0..4 {
-                let chosen = balance::select(
+                let chosen = policy::select(
                     self.cfg.policy,
                     &st.available,
                     &site.rr,

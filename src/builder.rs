@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::balance::Policy;
 use crate::balancer::{Balancer, Hooks};
 use crate::config::{Config, HostPolicy};
 use crate::error::Error;
 use crate::event::{Event, EventFn};
 use crate::health;
 use crate::options::{self, Value};
+use crate::policy::Policy;
 
 /// Builds a [`Balancer`]. Every setter documents its default; [`Builder::build`] validates the
 /// whole configuration and names the first bad part.

@@ -9,10 +9,10 @@ use std::time::Duration;
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 
-use crate::balance::Policy;
 use crate::error::Error;
 use crate::failover::EjectConfig;
 use crate::health::ProbeConfig;
+use crate::policy::Policy;
 use crate::retry::RetryConfig;
 
 /// What to do with the `Host` header when a request is sent to an endpoint.

@@ -12,10 +12,11 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{Candidate, Load, LoadConfig, SiteLoad};
 use crate::clock::Clock;
 use crate::failover::{Health, Standing, StandingCell, Step, Trial};
+use crate::load::{Load, LoadConfig, SiteLoad};
 use crate::outcome::{Classes, Outcome};
+use crate::policy::Candidate;
 use crate::target::Target;
 
 /// A stable identifier of an endpoint within one balancer, as carried by a

@@ -37,7 +37,6 @@
 #![cfg_attr(not(feature = "tower"), allow(dead_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod balance;
 mod balancer;
 mod builder;
 mod clock;
@@ -51,8 +50,10 @@ mod health;
 #[cfg(feature = "cache")]
 mod hop;
 mod lease;
+mod load;
 pub mod options;
 mod outcome;
+pub mod policy;
 mod random;
 #[cfg(any(feature = "aws", feature = "reqwest"))]
 mod resume;
@@ -78,7 +79,6 @@ pub mod reqwest;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
 
-pub use balance::Policy;
 pub use balancer::Balancer;
 pub use builder::Builder;
 pub use config::HostPolicy;
@@ -88,6 +88,9 @@ pub use event::Event;
 pub use failover::EjectReason;
 pub use lease::Lease;
 pub use outcome::Outcome;
+/// The former name of [`policy`], kept so that existing paths compile.
+pub use policy as balance;
+pub use policy::Policy;
 pub use site::Target;
 
 #[cfg(feature = "client")]

@@ -34,10 +34,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::balance::Policy;
 use crate::config::{Config, HostPolicy};
 use crate::error::Error;
 use crate::health;
+use crate::policy::Policy;
 
 /// The type of an option's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
