@@ -2,8 +2,8 @@
 //! sidekick. Everything but reading the command line lives in `sidekick::sidecar`.
 //!
 //! ```text
-//! cargo run --release --example sidekick -- --demo
-//! cargo run --release --example sidekick -- --health-path /minio/health/ready http://minio{1...4}:9000
+//! cargo run --release --features sidecar --example sidekick -- --demo
+//! cargo run --release --features sidecar --example sidekick -- --health-path /minio/health/ready http://minio{1...4}:9000
 //! ```
 
 use std::process::ExitCode;
