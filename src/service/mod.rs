@@ -183,6 +183,9 @@ enum Failure {
     Reset,
     /// Something else (an error of the inner service we cannot read).
     Other,
+    /// The caller's own request body failed (malformed, cut short, too slow): nothing is
+    /// learnt about the endpoint, and no other endpoint would do better.
+    Client,
 }
 
 impl Failure {
@@ -192,6 +195,7 @@ impl Failure {
             Failure::Timeout => Outcome::Timeout,
             Failure::Reset => Outcome::Reset,
             Failure::Other => Outcome::Failed,
+            Failure::Client => Outcome::Cancelled,
         }
     }
 
@@ -201,6 +205,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Reset => "reset",
             Failure::Other => "error",
+            Failure::Client => "client",
         }
     }
 
@@ -209,6 +214,7 @@ impl Failure {
             Failure::Connect => Kind::Connect,
             Failure::Timeout => Kind::Timeout,
             Failure::Reset | Failure::Other => Kind::Request,
+            Failure::Client => Kind::Body,
         }
     }
 }
@@ -228,6 +234,8 @@ fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
             match e.kind() {
                 Kind::Connect => return Failure::Connect,
                 Kind::Timeout => return Failure::Timeout,
+                // The request body the caller gave us failed (its stream reports `Kind::Body`).
+                Kind::Body => return Failure::Client,
                 _ => {}
             }
         }
@@ -417,7 +425,9 @@ where
                     sent_attempts += 1;
                 }
                 lease.finish(failure.outcome());
-                let may_retry = if not_sent {
+                let may_retry = if failure == Failure::Client {
+                    false
+                } else if not_sent {
                     (attempts as usize) < MAX_CONNECT_ATTEMPTS
                 } else {
                     idempotent
@@ -467,5 +477,10 @@ mod tests {
         assert_eq!(classify(&other), Failure::Other);
         let ours = Error::new(Kind::Timeout);
         assert_eq!(classify(&ours), Failure::Timeout);
+        // A body error of the caller's, wrapped as the HTTP client wraps it.
+        let body = Error::new(Kind::Body).with_source(std::io::Error::other("bad chunk"));
+        let wrapped = Error::new(Kind::Request).with_source(body);
+        assert_eq!(classify(&wrapped), Failure::Client);
+        assert_eq!(Failure::Client.outcome(), Outcome::Cancelled);
     }
 }

@@ -89,6 +89,13 @@ pub struct Config {
     pub header_timeout: Duration,
     /// `--drain-timeout` (ours): on SIGTERM/SIGINT, how long in-flight requests may take.
     pub drain_timeout: Duration,
+    /// `--response-timeout` (ours): how long a backend may stay silent, waiting for the response
+    /// head once the request is sent and between two reads of the response body (nginx's
+    /// `proxy_read_timeout`, 60 s). A backend that misses it counts as timed out.
+    pub response_timeout: Duration,
+    /// `--body-timeout` (ours): how long a client may stay silent between two reads of its
+    /// request body (nginx's `client_body_timeout`, 60 s); it then gets `408`.
+    pub body_timeout: Duration,
     /// `--demo` (ours): run in front of built-in demo backends with a demo load.
     pub demo: bool,
     /// The SITE arguments, in order.
@@ -132,6 +139,8 @@ impl Default for Config {
             max_conns: 8192,
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            response_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
             demo: false,
             sites: Vec::new(),
             cache: None,
@@ -389,6 +398,22 @@ const FLAGS: &[Spec] = &[
         ),
         "20s",
     ),
+    with_default(
+        flag(
+            &["response-timeout"],
+            Kind::Duration,
+            "a backend may stay silent this long, before its response head and between body reads",
+        ),
+        "1m0s",
+    ),
+    with_default(
+        flag(
+            &["body-timeout"],
+            Kind::Duration,
+            "a client may stay silent this long between two reads of its request body",
+        ),
+        "1m0s",
+    ),
     flag(
         &["demo"],
         Kind::Bool,
@@ -454,6 +479,7 @@ where
     let mut help = false;
     let mut version = false;
     let mut i = 0;
+    let mut dashdash = false;
     while i < args.len() {
         let arg = &args[i];
         if arg.len() < 2 || !arg.starts_with('-') {
@@ -461,6 +487,7 @@ where
         }
         if arg == "--" {
             i += 1;
+            dashdash = true;
             break;
         }
         let body = arg.strip_prefix("--").unwrap_or_else(|| &arg[1..]);
@@ -527,6 +554,21 @@ where
         return Ok(Command::Version);
     }
     cfg.sites = args[i..].to_vec();
+    if !dashdash {
+        // Go's flag package stops at the first SITE, so sidekick takes a later `--log` for a
+        // SITE and then fails on it. Say what happened instead (after `--`, all are SITEs).
+        if let Some(late) = cfg.sites.iter().find(|a| a.len() > 1 && a.starts_with('-')) {
+            let name = late.trim_start_matches('-');
+            let name = name.split_once('=').map_or(name, |(n, _)| n);
+            return Err(UsageError {
+                flag: find(name).map(|s| format!("--{}", s.names[0])),
+                message: format!(
+                    "{late:?} comes after the SITE {:?}: flags must come before the SITEs",
+                    cfg.sites[0]
+                ),
+            });
+        }
+    }
     if cfg.sites.is_empty() && !cfg.demo {
         return Ok(Command::NoSites);
     }
@@ -567,6 +609,8 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
                 "dns-ttl" => cfg.dns_ttl = d,
                 "header-timeout" => cfg.header_timeout = d,
                 "drain-timeout" => cfg.drain_timeout = d,
+                "response-timeout" => cfg.response_timeout = d,
+                "body-timeout" => cfg.body_timeout = d,
                 _ => unreachable!("duration flag {canon} not handled"),
             }
         }
@@ -603,9 +647,20 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
         }
         Kind::Str => match canon {
             "address" => cfg.address = value,
-            "health-path" => cfg.health_path = normalize_path(&value),
-            "read-health-path" => cfg.read_health_path = value,
+            "health-path" => {
+                check_path(&value).map_err(bad)?;
+                cfg.health_path = normalize_path(&value);
+            }
+            "read-health-path" => {
+                check_path(&value).map_err(bad)?;
+                cfg.read_health_path = value;
+            }
             "trace" => {
+                if !TRACE_MODES.contains(&value.as_str()) {
+                    return Err(bad(
+                        "use all, application, minio, or \"\" for no trace".to_string()
+                    ));
+                }
                 cfg.trace = value;
                 cfg.trace_set = true;
             }
@@ -634,6 +689,23 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
         Kind::Bool => unreachable!("bool flags are set by the parser"),
     }
     Ok(())
+}
+
+/// The values `--trace` accepts.
+const TRACE_MODES: [&str; 4] = ["all", "application", "minio", ""];
+
+/// A probe path must be sendable as the path of a request line: no space, no control byte,
+/// nothing a URI path cannot hold.
+fn check_path(p: &str) -> Result<(), String> {
+    if let Some(b) = p.bytes().find(|&b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "the path contains the byte 0x{b:02x} (space and control characters are not \
+             allowed; percent-encode them)"
+        ));
+    }
+    http::uri::PathAndQuery::try_from(normalize_path(p).as_str())
+        .map(|_| ())
+        .map_err(|e| format!("not a URL path: {e}"))
 }
 
 /// A leading `/` is added when missing (so an empty path is `/`).
@@ -670,8 +742,14 @@ impl Config {
         !self.cert.is_empty() && !self.key.is_empty()
     }
 
-    /// Checks that need more than one flag. Run before serving.
+    /// Checks that need more than one flag, and the SITE arguments. Run before serving.
     pub fn validate(&self) -> Result<(), UsageError> {
+        for site in &self.sites {
+            crate::site::parse_site(site).map_err(|e| UsageError {
+                flag: None,
+                message: format!("invalid SITE {site:?}: {e}"),
+            })?;
+        }
         if self.client_cert.is_empty() != self.client_key.is_empty() {
             let (given, missing) = if self.client_cert.is_empty() {
                 ("client-key", "client-cert")
