@@ -93,6 +93,7 @@ async fn hung_backend_is_timed_out_retried_elsewhere_and_ejected() {
         &[format!("{},{}", silent.url(), good.url())],
     )
     .await;
+    sk.wait_up(2).await;
     for i in 0..6 {
         let r = get(sk.addr, &format!("/bucket/k{i}"), WAIT).await;
         assert_eq!(
@@ -153,6 +154,7 @@ async fn stalled_request_body_gets_408_and_ejects_nothing() {
         &[format!("{},{}", a.url(), b.url())],
     )
     .await;
+    sk.wait_up(2).await;
     for method in ["PUT", "POST"] {
         let mut s = TcpStream::connect(sk.addr).await.unwrap();
         let head = format!(
@@ -180,6 +182,7 @@ async fn client_body_errors_get_400_and_eject_nothing() {
         &[format!("{},{}", a.url(), b.url())],
     )
     .await;
+    sk.wait_up(2).await;
     let mut sent = 0;
     for i in 0..12 {
         let method = if i % 2 == 0 { "POST" } else { "PUT" };

@@ -779,6 +779,20 @@ impl Sidekick {
         Sidekick { proc, addr }
     }
 
+    /// Wait (at most 15 s) until `n` endpoints are up by the probes (the sidecar is healthy
+    /// as soon as one is).
+    pub async fn wait_up(&self, n: usize) {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let up = metric(self.addr, "sidekick_endpoint_state", &["state=\"up\""]).await;
+            if up >= n as f64 {
+                return;
+            }
+            assert!(Instant::now() < end, "only {up} endpoints up, {n} expected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Wait (at most `bound`) until stdout or stderr contains `needle`.
     pub async fn wait_output(&self, needle: &str, bound: Duration) -> bool {
         let end = Instant::now() + bound;
