@@ -125,6 +125,47 @@ impl std::fmt::Display for Silence {
 
 impl std::error::Error for Silence {}
 
+/// A bound on one side's silence. The clock starts when a read first finds nothing after
+/// data (not at the data itself): time the peer spent waiting on us, because we were not
+/// reading, is not counted as its silence.
+#[derive(Debug)]
+struct Idle {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Idle {
+        Idle {
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Data arrived: the silence is over.
+    fn data(&mut self) {
+        self.armed = false;
+    }
+
+    /// A read found nothing: true once the silence has lasted `timeout` (else the task is
+    /// woken when it will have).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
 /// The request body sent to a backend: the client's stream, counted, with an idle bound.
 /// Its errors are the client's (`Kind::Body`): the engine neither blames nor retries the
 /// endpoint for them.
@@ -134,8 +175,7 @@ pub struct RxBody {
     /// Bytes read, when the length is not declared (chunked uploads).
     counted: Option<Arc<AtomicU64>>,
     upload: Arc<Upload>,
-    timeout: Duration,
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: Idle,
 }
 
 impl Body for RxBody {
@@ -153,10 +193,7 @@ impl Body for RxBody {
                     c.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
                 this.upload.stamp();
-                if let Some(idle) = &mut this.idle {
-                    idle.as_mut()
-                        .reset(tokio::time::Instant::now() + this.timeout);
-                }
+                this.idle.data();
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -171,20 +208,14 @@ impl Body for RxBody {
             }
             Poll::Pending => {
                 this.upload.waiting.store(true, Ordering::Relaxed);
-                let timeout = this.timeout;
-                let idle = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(crate::Error::new(crate::error::Kind::Body)
-                            .with_source(Silence {
-                                client: true,
-                                after: timeout,
-                            }))))
-                    }
-                    Poll::Pending => Poll::Pending,
+                if !this.idle.expired(cx) {
+                    return Poll::Pending;
                 }
+                Poll::Ready(Some(Err(crate::Error::new(crate::error::Kind::Body)
+                    .with_source(Silence {
+                        client: true,
+                        after: this.idle.timeout,
+                    }))))
             }
         }
     }
@@ -263,12 +294,6 @@ enum Inner {
     Stream(ResponseBody<Incoming>),
 }
 
-/// The bound on a backend's silence between two reads of its response body.
-struct Idle {
-    timeout: Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
 /// The body of every answer the sidecar sends.
 pub struct ProxyBody {
     inner: Inner,
@@ -316,28 +341,20 @@ impl Body for ProxyBody {
             Inner::Stream(s) => match (Pin::new(s).poll_frame(cx), &mut this.idle) {
                 (Poll::Pending, None) => Poll::Pending,
                 (Poll::Pending, Some(idle)) => {
-                    let timeout = idle.timeout;
-                    let sleep = idle
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                    match sleep.as_mut().poll(cx) {
+                    if idle.expired(cx) {
                         // The client's connection is cut: a truncated answer must not look
                         // complete.
-                        Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Silence {
+                        Poll::Ready(Some(Err(Box::new(Silence {
                             client: false,
-                            after: timeout,
-                        })
-                            as BoxError))),
-                        Poll::Pending => Poll::Pending,
+                            after: idle.timeout,
+                        }) as BoxError)))
+                    } else {
+                        Poll::Pending
                     }
                 }
                 (r, idle) => {
-                    if let Some(Idle {
-                        timeout,
-                        sleep: Some(sleep),
-                    }) = idle
-                    {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                    if let Some(idle) = idle {
+                        idle.data();
                     }
                     r
                 }
@@ -966,8 +983,7 @@ async fn proxy(
         inner: body,
         counted: rx_counted.clone(),
         upload,
-        timeout: shared.body_timeout,
-        idle: None,
+        idle: Idle::new(shared.body_timeout),
     };
     let out = Request::from_parts(parts, body);
 
@@ -1042,10 +1058,7 @@ async fn proxy(
                 parts,
                 ProxyBody {
                     inner: Inner::Stream(body),
-                    idle: Some(Idle {
-                        timeout: shared.response_timeout,
-                        sleep: None,
-                    }),
+                    idle: Some(Idle::new(shared.response_timeout)),
                     done: Some(done),
                 },
             )
@@ -1183,6 +1196,22 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_silence_from_the_first_empty_read() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let t = Duration::from_secs(60);
+        let mut idle = Idle::new(t);
+        // Long after the last data, the first empty read starts the clock.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(!idle.expired(&mut cx));
+        tokio::time::advance(t - Duration::from_millis(1)).await;
+        assert!(!idle.expired(&mut cx));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(idle.expired(&mut cx), "silent for the whole timeout");
+        idle.data();
+        assert!(!idle.expired(&mut cx), "data restarts the clock");
     }
 
     #[test]
