@@ -144,6 +144,40 @@ async fn stalled_response_body_cuts_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_response_body_counts_against_the_backend() {
+    let stall = RawBackend::start(Mode::StallBody).await;
+    let good = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(
+        &["--response-timeout", "1s", "--host-balance", "round-robin"],
+        &[format!("{},{}", stall.url(), good.url())],
+    )
+    .await;
+    sk.wait_up(2).await;
+    // Round robin: one of the first two GETs goes to the stalling backend.
+    for i in 0..2 {
+        let r = get(sk.addr, &format!("/bucket/s{i}"), WAIT).await;
+        if stall.hits() > 0 {
+            assert!(!r.complete, "cut, not complete: {r:?}");
+            break;
+        }
+        assert_eq!(r.status(), 200, "{r:?}");
+        assert!(r.complete);
+    }
+    assert_eq!(stall.hits(), 1, "the stalling backend served one GET");
+    let ep = format!("endpoint=\"{}\"", stall.url());
+    assert!(
+        metric(
+            sk.addr,
+            "sidekick_ejections_total",
+            &[&ep, "reason=\"timeout\""]
+        )
+        .await
+            >= 1.0,
+        "a body stalled mid-way counts as a timeout against its backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_request_body_gets_408_and_ejects_nothing() {
     let a = RawBackend::start(Mode::Normal).await;
     let b = RawBackend::start(Mode::Normal).await;

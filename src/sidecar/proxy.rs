@@ -294,11 +294,30 @@ enum Inner {
     Stream(ResponseBody<Incoming>),
 }
 
+/// A backend whose response body stalled for `response_timeout`: counted against it as a
+/// missed response head is (a failure, and passive ejection for `timeout` within the bound),
+/// although its lease was finished when the head arrived.
+fn report_stall(balancer: &Balancer, url: &str) {
+    let core = &balancer.core;
+    for site in &core.sites {
+        let state = site.state.load();
+        if let Some(ep) = state.endpoints.iter().find(|e| e.url == url) {
+            ep.stats.failures.fetch_add(1, Ordering::Relaxed);
+            core.after_finish(
+                ep,
+                crate::balancer::AfterFinish::Eject(crate::failover::EjectReason::Timeout),
+            );
+            return;
+        }
+    }
+}
+
 /// The body of every answer the sidecar sends.
 pub struct ProxyBody {
     inner: Inner,
-    /// The bound on the backend's silence, for streamed answers.
-    idle: Option<Idle>,
+    /// The bound on the backend's silence, for streamed answers, and the configuration whose
+    /// balancer hears of a stall.
+    idle: Option<(Idle, Arc<Generation>)>,
     done: Option<Completion>,
 }
 
@@ -340,8 +359,11 @@ impl Body for ProxyBody {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Stream(s) => match (Pin::new(s).poll_frame(cx), &mut this.idle) {
                 (Poll::Pending, None) => Poll::Pending,
-                (Poll::Pending, Some(idle)) => {
+                (Poll::Pending, Some((idle, gen))) => {
                     if idle.expired(cx) {
+                        if let Some(stats) = this.done.as_ref().and_then(|d| d.stats.as_ref()) {
+                            report_stall(&gen.balancer, &stats.url);
+                        }
                         // The client's connection is cut: a truncated answer must not look
                         // complete.
                         Poll::Ready(Some(Err(Box::new(Silence {
@@ -353,7 +375,7 @@ impl Body for ProxyBody {
                     }
                 }
                 (r, idle) => {
-                    if let Some(idle) = idle {
+                    if let Some((idle, _)) = idle {
                         idle.data();
                     }
                     r
@@ -1058,7 +1080,7 @@ async fn proxy(
                 parts,
                 ProxyBody {
                     inner: Inner::Stream(body),
-                    idle: Some(Idle::new(shared.response_timeout)),
+                    idle: Some((Idle::new(shared.response_timeout), gen.clone())),
                     done: Some(done),
                 },
             )
