@@ -724,6 +724,13 @@ fn sidekick_threads_is_validated() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidekick_threads_in_range_serves() {
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start_env(&[], &[b.url()], &[("SIDEKICK_THREADS", "2")]).await;
+    assert_eq!(get(sk.addr, "/k", WAIT).await.status(), 200);
+}
+
 #[test]
 fn bad_flag_values_are_usage_errors() {
     let site = "http://127.0.0.1:1";
