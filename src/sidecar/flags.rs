@@ -98,6 +98,9 @@ pub struct Config {
     pub body_timeout: Duration,
     /// `--demo` (ours): run in front of built-in demo backends with a demo load.
     pub demo: bool,
+    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag): see
+    /// [`Limits::threads`](super::Limits::threads).
+    pub threads: usize,
     /// The SITE arguments, in order.
     pub sites: Vec<String>,
     /// The shared S3 cache: not a flag; [`run`](super::run) reads it from the
@@ -142,6 +145,7 @@ impl Default for Config {
             response_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             demo: false,
+            threads: 1,
             sites: Vec::new(),
             cache: None,
         }

@@ -23,6 +23,7 @@ pub mod console;
 pub mod demo;
 pub mod flags;
 pub mod format;
+pub(crate) mod forward;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -183,15 +184,18 @@ impl Sidecar {
         };
 
         let generation = build_generation(&cfg, console.clone())?;
-        let listener = server::bind(&cfg.address)
-            .await
-            .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
+        let listeners = if cfg.threads > 1 {
+            server::bind_shared(&cfg.address, cfg.threads).await
+        } else {
+            server::bind(&cfg.address).await.map(|l| vec![l])
+        }
+        .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         if !console.opts.table {
             // The address actually bound: `127.0.0.1:0` announces the port it got.
-            let shown = match listener.local_addr() {
-                Ok(a) if cfg.address.starts_with(':') => format!(":{}", a.port()),
-                Ok(a) => a.to_string(),
-                Err(_) => cfg.address.clone(),
+            let shown = match listeners.first().map(|l| l.local_addr()) {
+                Some(Ok(a)) if cfg.address.starts_with(':') => format!(":{}", a.port()),
+                Some(Ok(a)) => a.to_string(),
+                _ => cfg.address.clone(),
             };
             banner.push_str(&format!("sidekick: listening on '{shown}'\n"));
         }
@@ -213,9 +217,10 @@ impl Sidecar {
         let limits = Limits {
             max_conns: cfg.max_conns,
             header_timeout: cfg.header_timeout,
+            threads: cfg.threads.max(1),
             ..Limits::default()
         };
-        let server = Server::spawn(listener, acceptor, shared.clone(), limits)
+        let server = Server::spawn_many(listeners, acceptor, shared.clone(), limits)
             .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         Ok(Sidecar {
             cfg,
@@ -424,21 +429,19 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
     // One thread by default, like Linkerd's proxy: a sidecar shares its Pod's CPU with the
     // application, and on two cores one event loop costs less per request than two
     // (SIDEKICK_THREADS=N for more).
-    let threads = match threads(std::env::var_os(THREADS_VAR)) {
+    cfg.threads = match threads(std::env::var_os(THREADS_VAR)) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("{name}: Incorrect Usage. {e}");
             return 2;
         }
     };
-    let mut rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let rt = match rt.enable_all().build() {
+    // Thread per core: this runtime runs the engine and one listener; each further thread its
+    // own listener and connections (see `Limits::threads`).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: <ERROR> cannot start the runtime: {e}");

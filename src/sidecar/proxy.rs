@@ -296,12 +296,17 @@ enum Inner {
 
 /// A backend whose response body stalled for `response_timeout`: counted against it as a
 /// missed response head is (a failure, and passive ejection for `timeout` within the bound),
-/// although its lease was finished when the head arrived.
-fn report_stall(balancer: &Balancer, url: &str) {
+/// although its lease was finished when the head arrived. The endpoint is the one whose URL
+/// or identifier matches.
+pub(crate) fn report_stall(balancer: &Balancer, url: Option<&str>, id: Option<u64>) {
     let core = &balancer.core;
     for site in &core.sites {
         let state = site.state.load();
-        if let Some(ep) = state.endpoints.iter().find(|e| e.url == url) {
+        let found = state
+            .endpoints
+            .iter()
+            .find(|e| Some(e.url.as_str()) == url || Some(e.id) == id);
+        if let Some(ep) = found {
             ep.stats.failures.fetch_add(1, Ordering::Relaxed);
             core.after_finish(
                 ep,
@@ -362,7 +367,7 @@ impl Body for ProxyBody {
                 (Poll::Pending, Some((idle, gen))) => {
                     if idle.expired(cx) {
                         if let Some(stats) = this.done.as_ref().and_then(|d| d.stats.as_ref()) {
-                            report_stall(&gen.balancer, &stats.url);
+                            report_stall(&gen.balancer, Some(&stats.url), None);
                         }
                         // The client's connection is cut: a truncated answer must not look
                         // complete.
@@ -530,6 +535,10 @@ pub struct Generation {
     pub registry: Arc<Registry>,
     svc: CacheService<Sidekick<Attempt>>,
     warming: AtomicBool,
+    /// How the forwarding loop reaches the backends (and its per-thread idle pools).
+    pub(crate) connect: super::forward::pool::Connect,
+    /// Largest request body buffered so that it can be sent again (the engine's setting).
+    pub(crate) retry_buffer: usize,
 }
 
 impl std::fmt::Debug for Generation {
@@ -556,6 +565,18 @@ impl Generation {
             .http1_max_buf_size(super::server::BUF_SIZE)
             .build(conn);
         registry.sync(&balancer.endpoints());
+        let tls = match cfg.tls.clone() {
+            Some(t) => t,
+            None => std::sync::Arc::new(crate::transport::default_tls_config()?),
+        };
+        let connect = super::forward::pool::Connect::new(
+            cfg.connect_timeout,
+            cfg.pool_idle_timeout,
+            cfg.pool_max_idle_per_host,
+            Some(tls),
+            core.names.clone(),
+        );
+        let retry_buffer = cfg.retry.buffer;
         let attempt = Attempt {
             client,
             registry: registry.clone(),
@@ -565,6 +586,8 @@ impl Generation {
             balancer,
             registry,
             warming: AtomicBool::new(true),
+            connect,
+            retry_buffer,
         })
     }
 
@@ -840,7 +863,7 @@ fn trace_client(h: &HeaderMap, peer: IpAddr) -> String {
 }
 
 impl Shared {
-    fn client_ip(&self, peer: IpAddr) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr) -> IpAddr {
         match self.host_ip {
             Some(ip) if peer.is_loopback() => ip,
             _ => peer,
