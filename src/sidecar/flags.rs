@@ -6,13 +6,17 @@
 //! - a boolean flag takes no separate value: `--log` or `--log=false` (`--log false` makes `false`
 //!   the first SITE);
 //! - parsing stops at the first argument that is not a flag (or after `--`): every later argument
-//!   is a SITE, even one that looks like a flag;
+//!   is a SITE. Go would take a later `--log` for a SITE too (and sidekick then fails on it as
+//!   "missing host address"); here an argument after the first SITE that starts with `-` is a
+//!   usage error naming it ("flags must come before the SITEs"), unless `--` came first;
 //! - a repeated flag keeps its last value, except `--status-code`, which collects one code per use;
 //! - durations use Go's syntax (`5s`, `500ms`, `1m30s`); a bare number is refused.
 //!
-//! Unlike sidekick, a usage error (unknown flag, bad value, missing value) makes the program exit
-//! with status 2 and a message naming the flag and the value, instead of printing the message and
-//! exiting 0 as if all went well.
+//! Unlike sidekick, a usage error (unknown flag, bad value, missing value, a SITE that does not
+//! parse: see [`Config::validate`]) makes the program exit with status 2 and a message naming the
+//! flag and the value, instead of printing the message and exiting 0 as if all went well.
+//! Values sidekick accepts and then misuses are refused: a probe path a request line cannot
+//! carry (space, control bytes), an unknown `--trace` mode.
 
 use std::fmt;
 use std::time::Duration;
@@ -161,7 +165,7 @@ pub enum Command {
     Help,
     /// `--version`/`-v`: print [`version`] and exit 0.
     Version,
-    /// No SITE: print [`help`] and exit 1 (as sidekick does).
+    /// No SITE: print [`help`] and exit 2, a usage error (sidekick exits 1).
     NoSites,
 }
 
