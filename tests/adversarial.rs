@@ -133,7 +133,7 @@ async fn hung_backend_is_timed_out_retried_elsewhere_and_ejected(path: &[&str]) 
     let sk = Sidekick::start(
         &with(
             path,
-            &["--response-timeout", "1s", "--host-balance", "round-robin"],
+            &["--response-timeout", "2s", "--host-balance", "round-robin"],
         ),
         &[format!("{},{}", silent.url(), good.url())],
     )
@@ -193,7 +193,7 @@ async fn stalled_response_body_counts_against_the_backend(path: &[&str]) {
     let sk = Sidekick::start(
         &with(
             path,
-            &["--response-timeout", "1s", "--host-balance", "round-robin"],
+            &["--response-timeout", "2s", "--host-balance", "round-robin"],
         ),
         &[format!("{},{}", stall.url(), good.url())],
     )
@@ -229,7 +229,7 @@ async fn stalled_request_body_gets_408_and_ejects_nothing(path: &[&str]) {
     // The client's silence must be told apart from the backend's, even when the backend's
     // bound is the shorter one.
     let sk = Sidekick::start(
-        &with(path, &["--response-timeout", "1s", "--body-timeout", "2s"]),
+        &with(path, &["--response-timeout", "2s", "--body-timeout", "3s"]),
         &[format!("{},{}", a.url(), b.url())],
     )
     .await;
