@@ -9,7 +9,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut args = std::env::args();
-    let argv0 = args.next().unwrap_or_else(|| "sidekick".to_string());
-    sidekick::sidecar::main(&argv0, args)
+    // `args_os`: an argument that is not UTF-8 is a usage error, not a panic.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| "sidekick".into());
+    sidekick::sidecar::main_os(&argv0, args)
 }

@@ -945,9 +945,15 @@ impl<C: Stream> Conn<C> {
                 self.bbuf.clear();
                 Sent { keep: !closing, tx }
             }
-            Err(_) => {
+            Err(e) => {
                 // The answer broke mid-way (the backend failed or the client left): the client
                 // sees a short body and a closed connection, never a guess.
+                if let RelayError::Read(e) = &e {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        // The backend fell silent: a timeout against it, as a missed head is.
+                        super::proxy::report_stall(&gen.balancer, None, Some(id));
+                    }
+                }
                 self.bbuf.clear();
                 Sent { keep: false, tx }
             }
