@@ -268,6 +268,24 @@ impl Core {
 
     // ----- picking -----
 
+    /// Count `outcome` against the endpoint with this URL or identifier, after its lease was
+    /// finished (an answer whose body stalled once its head had been counted): as if one more
+    /// request on it had ended so (scores, ejection rules).
+    pub(crate) fn report_after(&self, url: Option<&str>, id: Option<EndpointId>, outcome: Outcome) {
+        for site in self.sites.iter() {
+            let st = site.state.load();
+            let found = st
+                .endpoints
+                .iter()
+                .find(|e| Some(e.url.as_str()) == url || Some(e.id) == id);
+            if let Some(ep) = found {
+                ep.load.start();
+                ep.finish(outcome, 0.0, self.coarse_ns());
+                return;
+            }
+        }
+    }
+
     pub(crate) fn pick(&self, exclude: &[EndpointId]) -> Result<Lease, Error> {
         // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
@@ -642,6 +660,13 @@ impl Balancer {
         });
         core.populate();
         Ok(Balancer { core })
+    }
+
+    /// Count an outcome against an endpoint after its lease was finished: see
+    /// `Core::report_after`.
+    #[cfg_attr(not(feature = "sidecar"), allow(dead_code))]
+    pub(crate) fn report_after(&self, url: Option<&str>, id: Option<EndpointId>, outcome: Outcome) {
+        self.core.report_after(url, id, outcome);
     }
 
     /// Choose an endpoint for one request: the first site with an available endpoint, and in it

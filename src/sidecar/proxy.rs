@@ -299,22 +299,7 @@ enum Inner {
 /// although its lease was finished when the head arrived. The endpoint is the one whose URL
 /// or identifier matches.
 pub(crate) fn report_stall(balancer: &Balancer, url: Option<&str>, id: Option<u64>) {
-    let core = &balancer.core;
-    for site in &core.sites {
-        let state = site.state.load();
-        let found = state
-            .endpoints
-            .iter()
-            .find(|e| Some(e.url.as_str()) == url || Some(e.id) == id);
-        if let Some(ep) = found {
-            ep.stats.failures.fetch_add(1, Ordering::Relaxed);
-            core.after_finish(
-                ep,
-                crate::balancer::AfterFinish::Eject(crate::failover::EjectReason::Timeout),
-            );
-            return;
-        }
-    }
+    balancer.report_after(url, id, crate::Outcome::Timeout);
 }
 
 /// The body of every answer the sidecar sends.
