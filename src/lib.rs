@@ -71,6 +71,10 @@ pub mod reqwest;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use balance::Policy;
 pub use balancer::{Balancer, Event, HostPolicy, Lease, Outcome};
 pub use builder::Builder;
