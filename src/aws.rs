@@ -114,7 +114,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::balancer::{Balancer, Lease, Outcome};
 use crate::error::{find_source, BoxError, Error};
 use crate::resume::{Plan, ResumeBody};
-use crate::retry::MAX_CONNECT_ATTEMPTS;
+use crate::retry::{classify, is_idempotent_request, Decision};
 use crate::transport::{self, Connector};
 
 type Pool = HyperClient<Connector, AttemptBody>;
@@ -362,15 +362,12 @@ impl BalancedConnector {
             .map_or("/", |pq| pq.as_str())
             .to_string();
         let slot = Slot::new(body);
-        let balancer = &self.balancer;
-        let mut tried = Vec::new();
-        let mut last: Option<ConnectorError> = None;
-        for attempt in 1..=MAX_CONNECT_ATTEMPTS {
-            let lease = match balancer.pick_excluding(&tried) {
-                Ok(lease) => lease,
-                // Every available node refused the connection: report the last refusal.
-                Err(e) => return Err(last.unwrap_or_else(|| ConnectorError::io(e.into()))),
-            };
+        // The SDK's body is streamed once (never replayable): only a connection that was never
+        // made, leaving the body unread, may go to another node at once.
+        let idempotent = is_idempotent_request(&parts.method, &parts.headers);
+        let mut attempts = self.balancer.attempts(idempotent, false);
+        let mut lease = attempts.pick().map_err(|e| ConnectorError::io(e.into()))?;
+        loop {
             let uri = node_uri(&lease, &pq).map_err(|e| ConnectorError::user(e.into()))?;
             let mut req = Request::new(slot.body());
             *req.method_mut() = parts.method.clone();
@@ -382,44 +379,37 @@ impl BalancedConnector {
             let result = match self.read_timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
                     Ok(r) => r,
-                    Err(_) => Err(Box::new(ReadTimeout(t)) as BoxError),
+                    Err(_) => Err(read_timeout(t)),
                 },
                 None => fut.await,
             };
-            match result {
-                Ok(resp) => {
-                    let node = lease.id();
-                    lease.finish(Outcome::Status(resp.status().as_u16()));
-                    let resp = match resp {
-                        Attempted::Whole(resp) => resp,
-                        // The last use of the request's headers and path: moved, not copied.
-                        Attempted::Streamed(resp) => self.resumable(
-                            resp,
-                            &parts.method,
-                            std::mem::take(&mut parts.headers),
-                            pq,
-                            node,
-                        ),
-                    };
-                    return HttpResponse::try_from(resp)
-                        .map_err(|e| ConnectorError::other(e.into(), None));
+            let node = lease.id();
+            let (outcome, answer) = match result {
+                Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
+                Err(err) => (classify(&*err), Err(err)),
+            };
+            match attempts.decide(lease, outcome, slot.intact()) {
+                Decision::Retry(next, _) => {
+                    lease = next;
+                    continue;
                 }
-                Err(err) => {
-                    let (outcome, connector_error) = classify(err);
-                    let url = lease.url().to_string();
-                    tried.push(lease.id());
-                    lease.finish(outcome);
-                    // Only a connection that was never made leaves the body unread: then, and only
-                    // then, another node may have it at once.
-                    if outcome != Outcome::Connect || !slot.intact() {
-                        return Err(connector_error);
-                    }
-                    balancer.core.emit_retry(&url, attempt as u32, "connect");
-                    last = Some(connector_error);
-                }
+                Decision::Done(done) => done.finish(outcome),
+                Decision::GiveUp(_) => {}
             }
+            let resp = match answer {
+                Ok(Attempted::Whole(resp)) => resp,
+                // The last use of the request's headers and path: moved, not copied.
+                Ok(Attempted::Streamed(resp)) => self.resumable(
+                    resp,
+                    &parts.method,
+                    std::mem::take(&mut parts.headers),
+                    pq,
+                    node,
+                ),
+                Err(err) => return Err(connector_error(outcome, err)),
+            };
+            return HttpResponse::try_from(resp).map_err(|e| ConnectorError::other(e.into(), None));
         }
-        Err(last.unwrap_or_else(|| user_error("no attempt was made")))
     }
 }
 
@@ -499,13 +489,11 @@ impl BalancedConnector {
         for (name, value) in plan.headers(offset)? {
             headers.insert(name, value);
         }
-        let mut tried = vec![broken];
-        let mut last: Option<BoxError> = None;
-        for _ in 0..MAX_CONNECT_ATTEMPTS {
-            let lease = match self.balancer.pick_excluding(&tried) {
-                Ok(lease) => lease,
-                Err(e) => return Err(last.unwrap_or_else(|| e.into())),
-            };
+        // A GET without a body: replayable, retried on another node by the engine's rules.
+        let mut attempts = self.balancer.attempts(true, true);
+        attempts.exclude(broken);
+        let mut lease = attempts.pick()?;
+        loop {
             let mut req = Request::new(Slot::new(SdkBody::empty()).body());
             *req.uri_mut() = node_uri(&lease, pq)?;
             *req.headers_mut() = headers.clone();
@@ -513,28 +501,26 @@ impl BalancedConnector {
             let result = match self.read_timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
                     Ok(r) => r.map_err(BoxError::from),
-                    Err(_) => Err(Box::new(ReadTimeout(t)) as BoxError),
+                    Err(_) => Err(read_timeout(t)),
                 },
                 None => fut.await.map_err(BoxError::from),
             };
-            match result {
-                Ok(resp) => {
-                    lease.finish(Outcome::Status(resp.status().as_u16()));
-                    plan.check(offset, resp.status(), resp.headers())?;
-                    return Ok(resp.into_body());
+            let (outcome, answer) = match result {
+                Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
+                Err(err) => (classify(&*err), Err(err)),
+            };
+            match attempts.decide(lease, outcome, true) {
+                Decision::Retry(next, _) => {
+                    lease = next;
+                    continue;
                 }
-                Err(err) => {
-                    let (outcome, err) = classify(err);
-                    tried.push(lease.id());
-                    lease.finish(outcome);
-                    if outcome != Outcome::Connect {
-                        return Err(Box::new(err));
-                    }
-                    last = Some(Box::new(err));
-                }
+                Decision::Done(done) => done.finish(outcome),
+                Decision::GiveUp(_) => {}
             }
+            let resp = answer?;
+            plan.check(offset, resp.status(), resp.headers())?;
+            return Ok(resp.into_body());
         }
-        Err(last.unwrap_or_else(|| "no node to resume the body from".into()))
     }
 }
 
@@ -570,13 +556,18 @@ fn user_error(msg: &'static str) -> ConnectorError {
     ConnectorError::user(msg.into())
 }
 
-/// What a failed attempt tells the balancer, and what it tells the SDK's retry classifier.
-fn classify(err: BoxError) -> (Outcome, ConnectorError) {
-    if find_source::<ReadTimeout>(err.as_ref()).is_some() {
-        return (Outcome::Timeout, ConnectorError::timeout(err));
-    }
-    if let Some(e) = find_source::<hyper_util::client::legacy::Error>(err.as_ref()) {
-        if e.is_connect() {
+/// A timeout of the connector's own read deadline, as an I/O timeout (which [`classify`] reads).
+fn read_timeout(t: Duration) -> BoxError {
+    Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        ReadTimeout(t),
+    ))
+}
+
+/// What a failed attempt, classified by the balancer, tells the SDK's retry classifier.
+fn connector_error(outcome: Outcome, err: BoxError) -> ConnectorError {
+    match outcome {
+        Outcome::Connect => {
             let timed_out = find_source::<std::io::Error>(err.as_ref())
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
             let ce = if timed_out {
@@ -584,29 +575,15 @@ fn classify(err: BoxError) -> (Outcome, ConnectorError) {
             } else {
                 ConnectorError::io(err)
             };
-            return (Outcome::Connect, ce.never_connected());
+            ce.never_connected()
         }
+        Outcome::Timeout => ConnectorError::timeout(err),
+        Outcome::Reset => ConnectorError::io(err),
+        _ if find_source::<hyper::Error>(err.as_ref()).is_some_and(hyper::Error::is_user) => {
+            ConnectorError::user(err)
+        }
+        _ => ConnectorError::other(err, None),
     }
-    if let Some(h) = find_source::<hyper::Error>(err.as_ref()) {
-        if h.is_timeout() {
-            return (Outcome::Timeout, ConnectorError::timeout(err));
-        }
-        if h.is_user() {
-            return (Outcome::Failed, ConnectorError::user(err));
-        }
-        if h.is_closed()
-            || h.is_canceled()
-            || h.is_incomplete_message()
-            || find_source::<std::io::Error>(h).is_some()
-        {
-            return (Outcome::Reset, ConnectorError::io(err));
-        }
-        return (Outcome::Failed, ConnectorError::other(err, None));
-    }
-    if find_source::<std::io::Error>(err.as_ref()).is_some() {
-        return (Outcome::Reset, ConnectorError::io(err));
-    }
-    (Outcome::Failed, ConnectorError::other(err, None))
 }
 
 // ===== request bodies =====

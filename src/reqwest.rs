@@ -75,9 +75,9 @@ use reqwest_middleware::{Error, Middleware, Next};
 
 use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::endpoint::EndpointId;
-use crate::error::{find_source, BoxError};
+use crate::error::BoxError;
 use crate::resume::{Plan, ResumeBody};
-use crate::retry::{is_idempotent, MAX_CONNECT_ATTEMPTS};
+use crate::retry::{classify, is_idempotent_request, Decision};
 
 /// A [`reqwest_middleware::Middleware`] that balances requests over a [`Balancer`]'s nodes.
 /// See the [module documentation](self).
@@ -216,33 +216,13 @@ fn url_host(url: &Url) -> Option<HeaderValue> {
     value.ok()
 }
 
-/// What a failed attempt tells the balancer about the node.
+/// What a failed attempt tells the balancer about the node: the engine's [`classify`] of
+/// reqwest's error; a failure of a middleware further down says nothing about the node.
 fn outcome_of(err: &reqwest_middleware::Error) -> Outcome {
-    let e = match err {
-        reqwest_middleware::Error::Reqwest(e) => e,
-        // A middleware further down failed: nothing learnt about the node.
-        reqwest_middleware::Error::Middleware(_) => return Outcome::Cancelled,
-    };
-    if e.is_connect() {
-        return Outcome::Connect;
+    match err {
+        reqwest_middleware::Error::Reqwest(e) => classify(e),
+        reqwest_middleware::Error::Middleware(_) => Outcome::Cancelled,
     }
-    if e.is_timeout() {
-        return Outcome::Timeout;
-    }
-    if e.is_request() {
-        if let Some(h) = find_source::<hyper::Error>(e) {
-            if h.is_incomplete_message()
-                || h.is_closed()
-                || h.is_canceled()
-                || find_source::<std::io::Error>(h).is_some()
-            {
-                return Outcome::Reset;
-            }
-        } else if find_source::<std::io::Error>(e).is_some() {
-            return Outcome::Reset;
-        }
-    }
-    Outcome::Failed
 }
 
 /// Read a short response whole (see [`SidekickMiddleware::response_buffer`]).
@@ -322,37 +302,35 @@ impl Resume {
         for (name, value) in self.plan.headers(offset)? {
             headers.insert(name, value);
         }
-        let mut tried = vec![self.broken];
-        let mut last: Option<BoxError> = None;
-        for _ in 0..MAX_CONNECT_ATTEMPTS {
-            let lease = match self.balancer.pick_excluding(&tried) {
-                Ok(lease) => lease,
-                Err(e) => return Err(last.unwrap_or_else(|| e.into())),
-            };
+        // A GET without a body: replayable, retried on another node by the engine's rules.
+        let mut attempts = self.balancer.attempts(true, true);
+        attempts.exclude(self.broken);
+        let mut lease = attempts.pick()?;
+        loop {
             let url = Url::parse(&format!("{}{}", lease.url(), self.path_and_query))?;
             if self.host_policy == HostPolicy::Rewrite {
                 headers.insert(HOST, HeaderValue::from_str(lease.authority().as_str())?);
             }
-            match self.client.get(url).headers(headers.clone()).send().await {
-                Ok(resp) => {
-                    lease.finish(Outcome::Status(resp.status().as_u16()));
-                    self.plan.check(offset, resp.status(), resp.headers())?;
-                    return Ok(http::Response::<reqwest::Body>::from(resp).into_body());
-                }
+            let (outcome, answer) = match self.client.get(url).headers(headers.clone()).send().await
+            {
+                Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
                 Err(e) => {
                     let e = Error::Reqwest(e);
-                    let outcome = outcome_of(&e);
-                    tried.push(lease.id());
-                    lease.finish(outcome);
-                    let err: BoxError = Box::new(e);
-                    if outcome != Outcome::Connect {
-                        return Err(err);
-                    }
-                    last = Some(err);
+                    (outcome_of(&e), Err(e))
                 }
+            };
+            match attempts.decide(lease, outcome, true) {
+                Decision::Retry(next, _) => {
+                    lease = next;
+                    continue;
+                }
+                Decision::Done(done) => done.finish(outcome),
+                Decision::GiveUp(_) => {}
             }
+            let resp = answer?;
+            self.plan.check(offset, resp.status(), resp.headers())?;
+            return Ok(http::Response::<reqwest::Body>::from(resp).into_body());
         }
-        Err(last.unwrap_or_else(|| "no node to resume the body from".into()))
     }
 }
 
@@ -364,28 +342,21 @@ impl Middleware for SidekickMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let core = &self.balancer.core;
-        core.budget.deposit(core.coarse_ns());
         let original = Original::new(&req, self.host_policy);
-        let idempotent = is_idempotent(req.method());
+        let idempotent = is_idempotent_request(req.method(), req.headers());
+        // A body that is not a stream can be cloned, hence sent again.
+        let replayable = req.body().is_none_or(|b| b.as_bytes().is_some());
+        let mut attempts = self.balancer.attempts(idempotent, replayable);
+        let mut lease = attempts.pick().map_err(Error::middleware)?;
         let mut req = req;
-        let mut tried = Vec::new();
-        let mut last = None;
-        for attempt in 1..=MAX_CONNECT_ATTEMPTS {
-            let lease = match self.balancer.pick_excluding(&tried) {
-                Ok(lease) => lease,
-                // Every available node failed this request: report the last failure.
-                Err(e) => return Err(last.unwrap_or_else(|| Error::middleware(e))),
-            };
+        loop {
             if !self.retarget(&mut req, &lease, &original) {
                 let msg = format!("cannot join {} and {}", lease.url(), req.url().path());
                 lease.finish(Outcome::Cancelled);
                 return Err(Error::middleware(crate::Error::config(msg)));
             }
             // Keep a copy only where a failure could use it.
-            let spare = if attempt < MAX_CONNECT_ATTEMPTS
-                && (self.connect_failover || (idempotent && self.response_buffer > 0))
-            {
+            let spare = if self.connect_failover || (idempotent && self.response_buffer > 0) {
                 req.try_clone()
             } else {
                 None
@@ -393,7 +364,7 @@ impl Middleware for SidekickMiddleware {
             // A GET's headers, for resuming its body (see `resume_client`).
             let resume_headers = (self.resume_client.is_some() && req.method() == Method::GET)
                 .then(|| req.headers().clone());
-            let err = match next.clone().run(req, extensions).await {
+            let (outcome, err, mid_body) = match next.clone().run(req, extensions).await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     match read_short(resp, self.response_buffer).await {
@@ -405,46 +376,31 @@ impl Middleware for SidekickMiddleware {
                                 None => resp,
                             });
                         }
-                        Err(e) => {
-                            // The head came, the body broke: the node went away mid-answer.
-                            tried.push(lease.id());
-                            let err = Error::Reqwest(e);
-                            match spare {
-                                Some(again)
-                                    if idempotent && core.budget.withdraw(core.coarse_ns()) =>
-                                {
-                                    core.emit_retry(lease.url(), attempt as u32, "reset");
-                                    lease.finish(Outcome::Reset);
-                                    req = again;
-                                    last = Some(err);
-                                    continue;
-                                }
-                                _ => {
-                                    lease.finish(Outcome::Reset);
-                                    return Err(err);
-                                }
-                            }
-                        }
+                        // The head came, the body broke: the node went away mid-answer.
+                        Err(e) => (Outcome::Reset, Error::Reqwest(e), true),
                     }
                 }
-                Err(err) => err,
+                Err(err) => (outcome_of(&err), err, false),
             };
-            let outcome = outcome_of(&err);
-            tried.push(lease.id());
-            match spare {
-                Some(again) if self.connect_failover && outcome == Outcome::Connect => {
-                    core.emit_retry(lease.url(), attempt as u32, "connect");
-                    lease.finish(outcome);
+            // Only a connect failure (when `connect_failover`) and a body broken after the head
+            // (when `response_buffer`) are retried here; the rest is the retry middleware's.
+            let ours = mid_body || (outcome == Outcome::Connect && self.connect_failover);
+            let Some(again) = spare.filter(|_| ours) else {
+                lease.finish(outcome);
+                return Err(err);
+            };
+            match attempts.decide(lease, outcome, true) {
+                Decision::Retry(next, _) => {
+                    lease = next;
                     req = again;
-                    last = Some(err);
                 }
-                _ => {
-                    lease.finish(outcome);
+                Decision::Done(done) => {
+                    done.finish(outcome);
                     return Err(err);
                 }
+                Decision::GiveUp(_) => return Err(err),
             }
         }
-        Err(last.unwrap_or_else(|| Error::middleware(crate::Error::no_endpoint())))
     }
 }
 

@@ -199,7 +199,7 @@ pub extern "C" fn sidekick_balancer_free(b: *mut sidekick_balancer) {
     ffi::boundary(|| drop(ffi::try_take(b)))
 }
 
-fn balancer_arg<'a>(b: *const sidekick_balancer) -> Result<&'a BalancerObj, Failure> {
+pub(crate) fn balancer_arg<'a>(b: *const sidekick_balancer) -> Result<&'a BalancerObj, Failure> {
     ffi::try_ref(b).ok_or_else(|| Failure::null("b"))
 }
 

@@ -45,6 +45,17 @@ pub(crate) fn try_ref<'a, C: Castable>(ptr: *const C) -> Option<&'a C::RustType>
     unsafe { ptr.cast::<C::RustType>().as_ref() }
 }
 
+/// Borrow the value behind a handle mutably; `None` for NULL.
+///
+/// ## Unsafety
+/// As [`try_ref`], and no other reference to the value may exist during the call: the C contract
+/// says such a handle is used by one thread at a time.
+pub(crate) fn try_mut<'a, C: Castable>(ptr: *mut C) -> Option<&'a mut C::RustType> {
+    // SAFETY: per the contract above, a non-NULL pointer points at a live, aligned
+    // `C::RustType` allocated by `Box` and used by this call alone; `as_mut` returns `None` for NULL.
+    unsafe { ptr.cast::<C::RustType>().as_mut() }
+}
+
 /// Borrow a plain `#[repr(C)]` struct the caller passed by pointer; `None` for NULL.
 ///
 /// ## Unsafety

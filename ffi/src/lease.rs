@@ -56,6 +56,11 @@ impl LeaseObj {
             url: OnceCell::new(),
         }
     }
+
+    /// The engine's lease, to end it through the attempt policy.
+    pub(crate) fn into_lease(self) -> sidekick::Lease {
+        self.lease
+    }
 }
 
 impl Castable for sidekick_lease {
@@ -97,7 +102,7 @@ pub extern "C" fn sidekick_lease_site(lease: *const sidekick_lease) -> u32 {
     })
 }
 
-fn outcome_of(outcome: sidekick_outcome, status: u16) -> Result<Outcome, Failure> {
+pub(crate) fn outcome_of(outcome: sidekick_outcome, status: u16) -> Result<Outcome, Failure> {
     Ok(match outcome {
         SIDEKICK_OUTCOME_SUCCESS => Outcome::Success,
         SIDEKICK_OUTCOME_STATUS if (100..=599).contains(&status) => Outcome::Status(status),

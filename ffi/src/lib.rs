@@ -19,6 +19,7 @@
 // C names: `sidekick_balancer`, `sidekick_status`, ...
 #![allow(non_camel_case_types)]
 
+mod attempt;
 mod balancer;
 mod endpoints;
 mod error;
@@ -28,6 +29,10 @@ mod lease;
 mod options;
 mod request;
 
+pub use attempt::{
+    sidekick_attempts, sidekick_decision, SIDEKICK_DECISION_DONE, SIDEKICK_DECISION_GIVE_UP,
+    SIDEKICK_DECISION_RETRY,
+};
 pub use balancer::sidekick_balancer;
 pub use endpoints::sidekick_endpoint_list;
 pub use error::{sidekick_error, sidekick_status};

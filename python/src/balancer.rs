@@ -12,6 +12,7 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::attempts::{self, PyAttempts};
 use crate::errors;
 use crate::options::{self, Spec};
 use crate::runtime::{self, Runtime};
@@ -115,7 +116,7 @@ impl Live {
     }
 
     /// Wait, with the GIL released by the caller, until the warm-up is over.
-    fn warm_up(&self, w: Warming) {
+    pub(crate) fn warm_up(&self, w: Warming) {
         self.rt().block_on(w.wait());
         self.warm.store(true, Ordering::Relaxed);
     }
@@ -265,6 +266,22 @@ impl PyBalancer {
         pick(py, &self.shared, &tried)
     }
 
+    /// Start the attempts of one request under the engine's retry policy, counted in this
+    /// balancer's retry budget: `method` as sent (case-sensitive); `idempotency_key`: the
+    /// request carries an `Idempotency-Key` header (any method is then idempotent);
+    /// `replayable`: its body can be sent again.
+    #[pyo3(signature = (method, idempotency_key = false, replayable = true))]
+    fn attempts(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        idempotency_key: bool,
+        replayable: bool,
+    ) -> PyResult<PyAttempts> {
+        let live = self.shared.live(py)?;
+        Ok(attempts::start(live, method, idempotency_key, replayable))
+    }
+
     /// Wait until at least one endpoint is available, at most `timeout` seconds.
     #[pyo3(signature = (timeout = None))]
     fn ready(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
@@ -372,7 +389,7 @@ pub(crate) fn pick(py: Python<'_>, shared: &Shared, tried: &[u64]) -> PyResult<P
 // ===== Lease =====
 
 /// How a request ended, as given to `Lease.finish`.
-fn parse_outcome(
+pub(crate) fn parse_outcome(
     py: Python<'_>,
     outcome: Option<&Bound<'_, PyAny>>,
     status: Option<u16>,
@@ -415,7 +432,7 @@ fn parse_outcome(
     })
 }
 
-fn status_outcome(py: Python<'_>, s: u32) -> PyResult<sidekick::Outcome> {
+pub(crate) fn status_outcome(py: Python<'_>, s: u32) -> PyResult<sidekick::Outcome> {
     if (100..=599).contains(&s) {
         Ok(sidekick::Outcome::Status(s as u16))
     } else {
@@ -527,7 +544,7 @@ pub(crate) struct PyLease {
 }
 
 impl PyLease {
-    fn new(generation: u64, lease: sidekick::Lease) -> PyLease {
+    pub(crate) fn new(generation: u64, lease: sidekick::Lease) -> PyLease {
         PyLease {
             generation,
             url: lease.url().to_string(),
@@ -539,10 +556,19 @@ impl PyLease {
         }
     }
 
-    fn take(&self) -> Option<sidekick::Lease> {
+    pub(crate) fn take(&self) -> Option<sidekick::Lease> {
         match self.lease.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
+        }
+    }
+
+    /// Give back the engine lease `take` removed (the attempt policy said "done": the caller
+    /// finishes it).
+    pub(crate) fn put_back(&self, lease: sidekick::Lease) {
+        match self.lease.lock() {
+            Ok(mut g) => *g = Some(lease),
+            Err(p) => *p.into_inner() = Some(lease),
         }
     }
 

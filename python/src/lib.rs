@@ -13,6 +13,7 @@
 #![warn(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod attempts;
 mod balancer;
 mod client;
 mod errors;
@@ -44,6 +45,7 @@ fn _sidekick(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<balancer::PyBalancer>()?;
     m.add_class::<balancer::PyLease>()?;
+    m.add_class::<attempts::PyAttempts>()?;
     m.add_class::<balancer::PyEndpointInfo>()?;
     m.add_class::<balancer::PyEvent>()?;
     m.add_class::<client::PyClient>()?;

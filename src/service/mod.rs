@@ -51,9 +51,9 @@ use tower_service::Service;
 
 pub use body::RetryBody;
 
-use crate::balancer::{Balancer, Core, HostPolicy, Lease, Outcome};
+use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::error::{BoxError, Error, Kind};
-use crate::retry::{is_idempotent, MAX_CONNECT_ATTEMPTS};
+use crate::retry::{classify, is_idempotent_request, Decision};
 
 /// A tower [`Layer`] that balances requests over a [`Balancer`]'s endpoints.
 #[derive(Clone, Debug)]
@@ -134,8 +134,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let core = self.balancer.core.clone();
-        Box::pin(send(core, inner, req))
+        Box::pin(send(self.balancer.clone(), inner, req))
     }
 }
 
@@ -169,96 +168,6 @@ impl<B> Source<B> {
 
     fn replayable(&self) -> bool {
         matches!(self, Source::Replay(_))
-    }
-}
-
-/// How one failed attempt is classified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// Nothing was sent.
-    Connect,
-    /// No response in time.
-    Timeout,
-    /// The connection broke after sending.
-    Reset,
-    /// Something else (an error of the inner service we cannot read).
-    Other,
-}
-
-impl Failure {
-    fn outcome(self) -> Outcome {
-        match self {
-            Failure::Connect => Outcome::Connect,
-            Failure::Timeout => Outcome::Timeout,
-            Failure::Reset => Outcome::Reset,
-            Failure::Other => Outcome::Failed,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Timeout => "timeout",
-            Failure::Reset => "reset",
-            Failure::Other => "error",
-        }
-    }
-
-    fn kind(self) -> Kind {
-        match self {
-            Failure::Connect => Kind::Connect,
-            Failure::Timeout => Kind::Timeout,
-            Failure::Reset | Failure::Other => Kind::Request,
-        }
-    }
-}
-
-/// Read an error's cause chain to tell "nothing sent" from "sent, then broke".
-fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut seen_hyper = false;
-    while let Some(e) = cur {
-        if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            if e.is_connect() {
-                return Failure::Connect;
-            }
-            seen_hyper = true;
-        }
-        if let Some(e) = e.downcast_ref::<Error>() {
-            match e.kind() {
-                Kind::Connect => return Failure::Connect,
-                Kind::Timeout => return Failure::Timeout,
-                _ => {}
-            }
-        }
-        if e.is::<tokio::time::error::Elapsed>() {
-            return Failure::Timeout;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            match io.kind() {
-                K::ConnectionRefused | K::AddrNotAvailable | K::NotConnected => {
-                    return Failure::Connect
-                }
-                K::TimedOut => return Failure::Timeout,
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                    return Failure::Reset
-                }
-                _ => {}
-            }
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return Failure::Reset;
-            }
-            seen_hyper = true;
-        }
-        cur = e.source();
-    }
-    if seen_hyper {
-        Failure::Reset
-    } else {
-        Failure::Other
     }
 }
 
@@ -305,7 +214,7 @@ fn rewrite<B>(
 }
 
 async fn send<S, B, RB>(
-    core: Arc<Core>,
+    balancer: Balancer,
     mut inner: S,
     req: Request<B>,
 ) -> Result<Response<RB>, Error>
@@ -316,10 +225,9 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    core.budget.deposit(core.coarse_ns());
-    let cfg = &core.cfg;
+    let cfg = &balancer.core.cfg;
     let (parts, body) = req.into_parts();
-    let idempotent = is_idempotent(&parts.method);
+    let idempotent = is_idempotent_request(&parts.method, &parts.headers);
 
     // Body: buffer it when a retry after sending could use it, stream it otherwise.
     let hint = body.size_hint();
@@ -356,13 +264,9 @@ where
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
-    // Endpoints already tried; allocated only when a request is retried.
-    let mut tried: Vec<u64> = Vec::new();
-    let mut lease = core.pick(&tried)?;
-    let mut attempts: u32 = 0;
-    let mut sent_attempts: u32 = 0;
+    let mut attempts = balancer.attempts(idempotent, source.replayable());
+    let mut lease = attempts.pick()?;
     loop {
-        attempts += 1;
         let req = rewrite(
             &lease,
             &parts.method,
@@ -381,91 +285,34 @@ where
         let fut = inner.call(req);
         let result = match cfg.attempt_timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r.map_err(|e| classify_boxed(e.into())),
-                Err(elapsed) => Err((Failure::Timeout, Box::new(elapsed) as BoxError)),
+                Ok(r) => r.map_err(Into::into),
+                Err(elapsed) => Err(Box::new(elapsed) as BoxError),
             },
-            None => fut.await.map_err(|e| classify_boxed(e.into())),
+            None => fut.await.map_err(Into::into),
         };
-        match result {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                if cfg.retry.statuses.contains(&status)
-                    && idempotent
-                    && source.replayable()
-                    && sent_attempts + 1 < cfg.retry.max_attempts
-                {
-                    tried.push(lease.id());
-                    if let Ok(next) = core.pick(&tried) {
-                        if core.budget.withdraw(core.coarse_ns()) {
-                            core.emit_retry(lease.url(), attempts, "status");
-                            lease.finish(Outcome::Status(status));
-                            sent_attempts += 1;
-                            lease = next;
-                            continue;
-                        }
-                        core.emit_budget_exhausted(lease.url());
-                    }
-                }
-                lease.finish(Outcome::Status(status));
-                return Ok(resp);
-            }
-            Err((failure, err)) => {
-                let url = lease.url().to_string();
-                let failed_id = lease.id();
-                let not_sent = failure == Failure::Connect && source.intact();
-                if !not_sent {
-                    sent_attempts += 1;
-                }
-                lease.finish(failure.outcome());
-                let may_retry = if not_sent {
-                    (attempts as usize) < MAX_CONNECT_ATTEMPTS
-                } else {
-                    idempotent
-                        && source.replayable()
-                        && failure != Failure::Other
-                        && sent_attempts < cfg.retry.max_attempts
-                };
-                let fail = || {
-                    Error::new(failure.kind())
-                        .with_endpoint(url.clone())
-                        .with_source(err)
-                };
-                if !may_retry {
-                    return Err(fail());
-                }
-                tried.push(failed_id);
-                let Ok(next) = core.pick(&tried) else {
-                    return Err(fail());
-                };
-                if !not_sent && !core.budget.withdraw(core.coarse_ns()) {
-                    core.emit_budget_exhausted(&url);
-                    return Err(fail());
-                }
-                core.emit_retry(&url, attempts, failure.name());
+        let (outcome, answer) = match result {
+            Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
+            Err(err) => (classify(&*err), Err(err)),
+        };
+        let url = lease.url().to_string();
+        let lease_done = match attempts.decide(lease, outcome, source.intact()) {
+            Decision::Retry(next, _) => {
                 lease = next;
+                continue;
             }
+            Decision::Done(done) => Some(done),
+            Decision::GiveUp(_) => None,
+        };
+        if let Some(done) = lease_done {
+            done.finish(outcome);
         }
-    }
-}
-
-fn classify_boxed(e: BoxError) -> (Failure, BoxError) {
-    let f = classify(&*e);
-    (f, e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn io_kinds_are_classified() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no");
-        assert_eq!(classify(&refused), Failure::Connect);
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "rst");
-        assert_eq!(classify(&reset), Failure::Reset);
-        let other = std::io::Error::other("x");
-        assert_eq!(classify(&other), Failure::Other);
-        let ours = Error::new(Kind::Timeout);
-        assert_eq!(classify(&ours), Failure::Timeout);
+        return answer.map_err(|err| {
+            let kind = match outcome {
+                Outcome::Connect => Kind::Connect,
+                Outcome::Timeout => Kind::Timeout,
+                _ => Kind::Request,
+            };
+            Error::new(kind).with_endpoint(url).with_source(err)
+        });
     }
 }

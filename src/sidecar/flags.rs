@@ -91,6 +91,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `--demo` (ours): run in front of built-in demo backends with a demo load.
     pub demo: bool,
+    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag): see
+    /// [`Limits::threads`](super::Limits::threads).
+    pub threads: usize,
     /// The SITE arguments, in order.
     pub sites: Vec<String>,
     /// The shared S3 cache: not a flag; [`run`](super::run) reads it from the
@@ -133,6 +136,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
             demo: false,
+            threads: 1,
             sites: Vec::new(),
             cache: None,
         }

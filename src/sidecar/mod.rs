@@ -23,6 +23,7 @@ pub mod console;
 pub mod demo;
 pub mod flags;
 pub mod format;
+pub(crate) mod forward;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -179,9 +180,12 @@ impl Sidecar {
         };
 
         let generation = build_generation(&cfg, console.clone())?;
-        let listener = server::bind(&cfg.address)
-            .await
-            .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
+        let listeners = if cfg.threads > 1 {
+            server::bind_shared(&cfg.address, cfg.threads).await
+        } else {
+            server::bind(&cfg.address).await.map(|l| vec![l])
+        }
+        .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         if !console.opts.table {
             banner.push_str(&format!("sidekick: listening on '{}'\n", cfg.address));
         }
@@ -197,13 +201,16 @@ impl Sidecar {
             warm_wait: wait,
             tunnels: tokio_util::task::TaskTracker::new(),
             draining: AtomicBool::new(false),
+            response_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
         });
         let limits = Limits {
             max_conns: cfg.max_conns,
             header_timeout: cfg.header_timeout,
+            threads: cfg.threads.max(1),
             ..Limits::default()
         };
-        let server = Server::spawn(listener, acceptor, shared.clone(), limits)
+        let server = Server::spawn_many(listeners, acceptor, shared.clone(), limits)
             .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         Ok(Sidecar {
             cfg,
@@ -347,21 +354,17 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
     // One thread by default, like Linkerd's proxy: a sidecar shares its Pod's CPU with the
     // application, and on two cores one event loop costs less per request than two
     // (SIDEKICK_THREADS=N for more).
-    let threads = std::env::var("SIDEKICK_THREADS")
+    cfg.threads = std::env::var("SIDEKICK_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .or(Some(1));
-    let mut rt = if threads == Some(1) {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = threads {
-            b.worker_threads(n);
-        }
-        b
-    };
-    let rt = match rt.enable_all().build() {
+        .unwrap_or(1);
+    // Thread per core: this runtime runs the engine and one listener; each further thread its
+    // own listener and connections (see `Limits::threads`).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: <ERROR> cannot start the runtime: {e}");

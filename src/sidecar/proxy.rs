@@ -301,6 +301,10 @@ pub struct Generation {
     pub registry: Arc<Registry>,
     svc: CacheService<Sidekick<Attempt>>,
     warming: AtomicBool,
+    /// How the forwarding loop reaches the backends (and its per-thread idle pools).
+    pub(crate) connect: super::forward::pool::Connect,
+    /// Largest request body buffered so that it can be sent again (the engine's setting).
+    pub(crate) retry_buffer: usize,
 }
 
 impl std::fmt::Debug for Generation {
@@ -327,6 +331,18 @@ impl Generation {
             .http1_max_buf_size(super::server::BUF_SIZE)
             .build(conn);
         registry.sync(&balancer.endpoints());
+        let tls = match cfg.tls.clone() {
+            Some(t) => t,
+            None => std::sync::Arc::new(crate::transport::default_tls_config()?),
+        };
+        let connect = super::forward::pool::Connect::new(
+            cfg.connect_timeout,
+            cfg.pool_idle_timeout,
+            cfg.pool_max_idle_per_host,
+            Some(tls),
+            core.names.clone(),
+        );
+        let retry_buffer = cfg.retry.buffer;
         let attempt = Attempt {
             client,
             registry: registry.clone(),
@@ -336,6 +352,8 @@ impl Generation {
             balancer,
             registry,
             warming: AtomicBool::new(true),
+            connect,
+            retry_buffer,
         })
     }
 
@@ -382,6 +400,11 @@ pub struct Shared {
     pub tunnels: tokio_util::task::TaskTracker,
     /// Set when the server is shutting down.
     pub draining: AtomicBool,
+    /// How long a backend may take to send an answer's head, and between two reads of its
+    /// body (the `--response-timeout`); nothing within it counts against the endpoint.
+    pub response_timeout: Duration,
+    /// How long a client may pause while sending a request body.
+    pub body_timeout: Duration,
 }
 
 impl std::fmt::Debug for Shared {
@@ -498,7 +521,7 @@ fn trace_client(h: &HeaderMap, peer: IpAddr) -> String {
 }
 
 impl Shared {
-    fn client_ip(&self, peer: IpAddr) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr) -> IpAddr {
         match self.host_ip {
             Some(ip) if peer.is_loopback() => ip,
             _ => peer,

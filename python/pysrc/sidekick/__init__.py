@@ -36,11 +36,12 @@ from ._errors import (
     TimeoutError,
 )
 from . import _sidekick
-from ._sidekick import Balancer, Client, EndpointInfo, Event, Lease, Response
+from ._sidekick import Attempts, Balancer, Client, EndpointInfo, Event, Lease, Response
 
 __version__: str = _sidekick.__version__
 
 __all__ = [
+    "Attempts",
     "Balancer",
     "Client",
     "EndpointInfo",

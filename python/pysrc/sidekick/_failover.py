@@ -1,45 +1,31 @@
-"""What the adapters share: where to send each attempt and whether to try another endpoint.
+"""What the adapters share: where to send each attempt, and how to follow the engine's answers.
 
-The rules are the engine's (see the core crate's ``retry`` module), applied in Python because the
-adapters send with the caller's own HTTP library:
-
-- **nothing was sent** (the connection could not be established): any method is retried, on each
-  endpoint at most once, at most 16 attempts;
-- **sent, then failed** (reset, timeout, or a status in the balancer's ``retry_statuses``): only
-  idempotent methods with a body that can be sent again, at most ``max_attempts`` attempts;
-- never twice on the same endpoint: every attempt picks excluding the endpoints already tried,
-  falling over to the next site when a site has none left.
-
-(The engine's retry budget is not reachable from Python; ``max_attempts`` bounds the retries.)
+The retry rules are the engine's (the core crate's ``retry`` module), asked through
+:meth:`sidekick.Balancer.attempts`: the adapters only translate their library's errors into
+outcomes (``connect``, ``reset``, ``timeout``, ``failed``, ``cancelled``) and statuses, and do
+what :meth:`sidekick.Attempts.decide` says. The retry budget is then the balancer's, shared by
+every adapter and every other caller of it in the process.
 """
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Union
 from urllib.parse import SplitResult, urlsplit
 
-from ._errors import NoEndpointError
-from ._sidekick import Balancer, Lease
+from ._sidekick import Attempts, Balancer, Lease
 
 __all__ = [
-    "Attempts",
     "FailureKind",
-    "Limits",
-    "IDEMPOTENT",
-    "MAX_CONNECT_ATTEMPTS",
+    "after",
+    "has_idempotency_key",
     "host_header",
     "host_of",
     "split_endpoint",
+    "start",
 ]
 
-#: How an attempt failed, as given to ``Lease.finish``.
+#: How an attempt failed, as given to ``Lease.finish`` and ``Attempts.decide``.
 FailureKind = Literal["connect", "reset", "timeout", "failed", "cancelled"]
-
-#: RFC 9110 §9.2.2.
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-
-#: At most this many attempts for one request, connect failures included (as in the engine).
-MAX_CONNECT_ATTEMPTS = 16
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -82,77 +68,24 @@ def split_endpoint(url: str) -> Tuple[str, str, Optional[int], str]:
     return value
 
 
-class Limits:
-    """A balancer's retry options, read once (they never change)."""
-
-    __slots__ = ("max_attempts", "retry_statuses")
-
-    def __init__(self, balancer: Balancer) -> None:
-        self.max_attempts: int = balancer.max_attempts
-        self.retry_statuses: FrozenSet[int] = frozenset(balancer.retry_statuses)
+def has_idempotency_key(headers: Mapping[str, Any]) -> bool:
+    """Whether ``headers`` (a case-insensitive mapping) carry an ``Idempotency-Key`` or
+    ``X-Idempotency-Key`` header: the names the engine's ``retry::has_idempotency_key`` reads."""
+    return "Idempotency-Key" in headers or "X-Idempotency-Key" in headers
 
 
-class Attempts:
-    """The attempts of one request: picks, what was tried, and whether another try is allowed.
+def start(balancer: Balancer, method: str, headers: Mapping[str, Any], replayable: bool) -> Attempts:
+    """The engine's attempts for one request (counted in the balancer's retry budget)."""
+    return balancer.attempts(method, has_idempotency_key(headers), replayable)
 
-    ``resendable`` says whether the request may be sent again after it was (possibly) received:
-    an idempotent method with a body that can be replayed.
-    """
 
-    __slots__ = ("balancer", "tried", "attempts", "sent", "resendable", "max_attempts", "retry_statuses")
-
-    def __init__(self, balancer: Balancer, resendable: bool, limits: Optional[Limits] = None) -> None:
-        if limits is None:
-            limits = Limits(balancer)
-        self.balancer = balancer
-        self.tried: List[int] = []
-        self.attempts = 0
-        self.sent = 0
-        self.resendable = resendable
-        self.max_attempts = limits.max_attempts
-        self.retry_statuses = limits.retry_statuses
-
-    def started(self, lease: Lease) -> "Attempts":
-        """Count ``lease`` (picked by the caller) as the first attempt; returns self."""
-        self.tried.append(lease.id)
-        self.attempts = 1
-        return self
-
-    def first(self) -> Lease:
-        """The lease of the first attempt (raises :class:`~sidekick.NoEndpointError`)."""
-        lease = self.balancer.pick()
-        self.tried.append(lease.id)
-        self.attempts = 1
-        return lease
-
-    def _next(self) -> Optional[Lease]:
-        try:
-            lease = self.balancer.pick_excluding(self.tried)
-        except NoEndpointError:
-            return None
-        self.tried.append(lease.id)
-        self.attempts += 1
-        return lease
-
-    def after_failure(self, kind: FailureKind) -> Optional[Lease]:
-        """The lease of the next attempt after a failure of ``kind`` (``connect``, ``reset``,
-        ``timeout`` or ``failed``), or None when the failure should be raised."""
-        if kind == "connect":
-            if self.attempts >= MAX_CONNECT_ATTEMPTS:
-                return None
-            return self._next()
-        self.sent += 1
-        if kind == "failed" or not self.resendable or self.sent >= self.max_attempts:
-            return None
-        return self._next()
-
-    def after_status(self, status: int) -> Optional[Lease]:
-        """The lease of the next attempt after an answer with ``status``, or None to keep it."""
-        if status not in self.retry_statuses or not self.resendable:
-            return None
-        if self.sent + 1 >= self.max_attempts:
-            return None
-        lease = self._next()
-        if lease is not None:
-            self.sent += 1
-        return lease
+def after(attempts: Attempts, lease: Lease, outcome: Union[int, FailureKind]) -> Optional[Lease]:
+    """Follow the engine's decision after an attempt that ended with ``outcome`` (a status or a
+    failure kind): the lease of the next attempt, or None when the result goes back to the
+    caller (``lease`` is then finished)."""
+    decision, _reason, nxt = attempts.decide(lease, outcome)
+    if decision == "retry":
+        return nxt
+    if nxt is not None:  # done: the answer is complete enough to judge now
+        nxt.finish(outcome)
+    return None

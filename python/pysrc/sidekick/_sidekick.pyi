@@ -24,6 +24,7 @@ from typing import (
 __version__: str
 __all__ = [
     "__version__",
+    "Attempts",
     "Balancer",
     "Lease",
     "EndpointInfo",
@@ -97,6 +98,52 @@ class EndpointInfo:
         """True when the endpoint is in rotation (``up`` or ``trial``)."""
     def to_dict(self) -> Dict[str, Any]:
         """The snapshot as a plain dict (for JSON metrics)."""
+
+_Decision = Literal["done", "retry", "giveup"]
+
+@final
+class Attempts:
+    """The attempts of one request, from :meth:`Balancer.attempts`: :meth:`pick` the first
+    lease, send, then follow :meth:`decide` after each attempt::
+
+        attempts = balancer.attempts("GET")
+        lease = attempts.pick()
+        while True:
+            outcome = send(lease.url + path)          # a status, or "connect", "reset", ...
+            decision, reason, nxt = attempts.decide(lease, outcome)
+            if decision != "retry":
+                break
+            lease = nxt
+    """
+
+    def pick(self) -> Lease:
+        """The lease of the first attempt (raises :class:`NoEndpointError`)."""
+    def decide(
+        self,
+        lease: Lease,
+        outcome: Union[_OutcomeName, int],
+        status: Optional[int] = None,
+        intact: bool = True,
+    ) -> Tuple[_Decision, str, Optional[Lease]]:
+        """What next after the attempt sent to ``lease`` ended with ``outcome``.
+
+        - ``("done", "", lease)``: hand the answer to the caller; ``lease`` is still open:
+          finish it.
+        - ``("retry", reason, next)``: send again to ``next`` (``reason``: ``connect``,
+          ``status``, ``reset`` or ``timeout``); ``lease`` was finished.
+        - ``("giveup", reason, None)``: hand the last result to the caller (``reason``:
+          ``not-idempotent``, ``not-replayable``, ``max-attempts``, ``no-endpoint``,
+          ``budget-exhausted`` or ``not-retryable``); ``lease`` was finished.
+
+        :param intact: the attempt consumed none of the request body.
+        :raises ConfigError: for an unknown outcome, or a lease already finished.
+        """
+    @property
+    def count(self) -> int:
+        """The attempts decided so far."""
+    @property
+    def tried(self) -> List[int]:
+        """The endpoint ids tried so far."""
 
 @final
 class Lease:
@@ -264,6 +311,15 @@ class Balancer:
     def pick_excluding(self, tried: Iterable[int]) -> Lease:
         """Like :meth:`pick`, but never one of the endpoint ids in ``tried`` (for retrying on
         another endpoint); falls over to the next site when a site has none left."""
+    def attempts(self, method: str, idempotency_key: bool = False, replayable: bool = True) -> Attempts:
+        """Start the attempts of one request under the engine's retry policy, counted in this
+        balancer's retry budget (shared by every caller of the balancer).
+
+        :param method: the method as sent (case-sensitive, e.g. ``"GET"``).
+        :param idempotency_key: the request carries an ``Idempotency-Key`` header (any method is
+            then idempotent).
+        :param replayable: its body can be sent again (none, or held in memory).
+        """
     def ready(self, timeout: Optional[_Seconds] = None) -> None:
         """Wait (GIL released) until an endpoint is available, at most ``timeout`` seconds
         (default 5).

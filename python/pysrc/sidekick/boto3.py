@@ -38,7 +38,7 @@ from botocore import exceptions as _bex
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
 from ._errors import ConfigError, NoEndpointError
-from ._failover import Attempts, FailureKind, Limits, host_of
+from ._failover import FailureKind, after, host_of
 from ._sidekick import Balancer
 
 __all__ = ["attach", "Attachment", "NoEndpointAvailable"]
@@ -154,17 +154,15 @@ def attach(
     event = f"before-send.{service}"
     unique_id = f"sidekick-{next(_ids)}"
 
-    limits = Limits(balancer)
-
     def before_send(request: AWSPreparedRequest, **kwargs: Any) -> AWSResponse:
-        return _send(balancer, limits, session, request, buffer_limit)
+        return _send(balancer, session, request, buffer_limit)
 
     meta.events.register(event, before_send, unique_id=unique_id)
     return Attachment(client, balancer, event, unique_id, before_send)
 
 
 def _send(
-    balancer: Balancer, limits: Limits, session: Any, request: AWSPreparedRequest, buffer_limit: int
+    balancer: Balancer, session: Any, request: AWSPreparedRequest, buffer_limit: int
 ) -> AWSResponse:
     original_url = request.url
     parts = urlsplit(original_url)
@@ -173,9 +171,12 @@ def _send(
     target = parts.path or "/"
     if parts.query:
         target = f"{target}?{parts.query}"
-    attempts = Attempts(balancer, _resendable(request), limits)
+    # botocore retries every operation after a broken connection itself (AWS APIs are made to be
+    # retried), so each request counts as idempotent, as an idempotency key would make it.
+    # Statuses are botocore's to retry (with its backoff): only failures are decided here.
+    attempts = balancer.attempts(request.method or "GET", True, _resendable(request))
     try:
-        lease = attempts.first()
+        lease = attempts.pick()
     except NoEndpointError as e:
         # botocore's stubs differ between versions on this constructor's keywords.
         raise NoEndpointAvailable(endpoint_url=original_url, error=e) from e  # type: ignore[call-arg]
@@ -186,9 +187,7 @@ def _send(
                 resp = session.send(request)
                 resp = _maybe_buffer(request, resp, buffer_limit)
             except Exception as exc:
-                kind = _failure_kind(exc)
-                lease.finish(kind)
-                nxt = attempts.after_failure(kind)
+                nxt = after(attempts, lease, _failure_kind(exc))
                 if nxt is None:
                     raise
                 _reset_body(request)

@@ -26,7 +26,7 @@ from typing import Any, Optional
 import httpx as _httpx
 
 from ._errors import ConfigError, NoEndpointError
-from ._failover import IDEMPOTENT, Attempts, FailureKind, Limits, split_endpoint
+from ._failover import FailureKind, after, split_endpoint, start
 from ._sidekick import Balancer, Lease
 
 __all__ = ["SidekickTransport", "AsyncSidekickTransport", "NoEndpointAvailable"]
@@ -110,15 +110,13 @@ class SidekickTransport(_httpx.BaseTransport):
         self.balancer = _check(balancer)
         self._inner = transport if transport is not None else _httpx.HTTPTransport(**kwargs)
         self.buffer_limit = buffer_limit
-        self._limits = Limits(self.balancer)
 
     def handle_request(self, request: _httpx.Request) -> _httpx.Response:
         """Send ``request`` to a chosen endpoint, failing over as described in the module."""
         original = request.url
-        method = request.method.upper()
-        attempts = Attempts(self.balancer, method in IDEMPOTENT and _replayable(request), self._limits)
+        attempts = start(self.balancer, request.method, request.headers, _replayable(request))
         try:
-            lease = attempts.first()
+            lease = attempts.pick()
         except NoEndpointError as e:
             raise NoEndpointAvailable(str(e), request=request) from e
         try:
@@ -133,9 +131,7 @@ class SidekickTransport(_httpx.BaseTransport):
                             resp.close()
                         resp = _buffered(resp, data)
                 except Exception as exc:
-                    kind = _failure_kind(exc)
-                    lease.finish(kind)
-                    nxt = attempts.after_failure(kind)
+                    nxt = after(attempts, lease, _failure_kind(exc))
                     if nxt is None:
                         raise
                     lease = nxt
@@ -143,8 +139,7 @@ class SidekickTransport(_httpx.BaseTransport):
                 except BaseException:
                     lease.finish("cancelled")
                     raise
-                lease.finish(resp.status_code)
-                nxt = attempts.after_status(resp.status_code)
+                nxt = after(attempts, lease, resp.status_code)
                 if nxt is None:
                     return resp
                 resp.close()
@@ -172,15 +167,13 @@ class AsyncSidekickTransport(_httpx.AsyncBaseTransport):
         self.balancer = _check(balancer)
         self._inner = transport if transport is not None else _httpx.AsyncHTTPTransport(**kwargs)
         self.buffer_limit = buffer_limit
-        self._limits = Limits(self.balancer)
 
     async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
         """Send ``request`` to a chosen endpoint, failing over as described in the module."""
         original = request.url
-        method = request.method.upper()
-        attempts = Attempts(self.balancer, method in IDEMPOTENT and _replayable(request), self._limits)
+        attempts = start(self.balancer, request.method, request.headers, _replayable(request))
         try:
-            lease = attempts.first()
+            lease = attempts.pick()
         except NoEndpointError as e:
             raise NoEndpointAvailable(str(e), request=request) from e
         try:
@@ -195,9 +188,7 @@ class AsyncSidekickTransport(_httpx.AsyncBaseTransport):
                             await resp.aclose()
                         resp = _buffered(resp, data)
                 except Exception as exc:
-                    kind = _failure_kind(exc)
-                    lease.finish(kind)
-                    nxt = attempts.after_failure(kind)
+                    nxt = after(attempts, lease, _failure_kind(exc))
                     if nxt is None:
                         raise
                     lease = nxt
@@ -205,8 +196,7 @@ class AsyncSidekickTransport(_httpx.AsyncBaseTransport):
                 except BaseException:
                     lease.finish("cancelled")
                     raise
-                lease.finish(resp.status_code)
-                nxt = attempts.after_status(resp.status_code)
+                nxt = after(attempts, lease, resp.status_code)
                 if nxt is None:
                     return resp
                 await resp.aclose()

@@ -14,7 +14,8 @@ latency, and is retried on another endpoint when the connection fails::
 
 Retries follow the engine's rules (``sidekick._failover``): a connect failure is retried on
 another endpoint for any method; a reset, a read timeout or a status in ``retry_statuses`` only
-for idempotent methods whose body is bytes or text, up to the balancer's ``max_attempts``.
+for idempotent requests whose body is bytes or text, up to the balancer's ``max_attempts`` and
+within its retry budget.
 With ``stream=False`` (the default) the body is read inside the adapter, so a connection that
 breaks mid-body is retried too.
 
@@ -31,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 
 from ._errors import NoEndpointError
-from ._failover import IDEMPOTENT, Attempts, FailureKind, Limits, host_of
+from ._failover import FailureKind, after, host_of, start
 from ._sidekick import Balancer
 
 try:  # urllib3 is a dependency of requests; its exception classes refine the diagnosis.
@@ -99,7 +100,7 @@ class SidekickAdapter(HTTPAdapter):
 
     # Pickled with the adapter's state (a Balancer itself cannot be pickled: pickling fails loudly
     # instead of producing an adapter without one).
-    __attrs__ = HTTPAdapter.__attrs__ + ["balancer", "_limits"]
+    __attrs__ = HTTPAdapter.__attrs__ + ["balancer"]
 
     def __init__(self, balancer: Balancer, **kwargs: Any) -> None:
         if not isinstance(balancer, Balancer):
@@ -109,14 +110,7 @@ class SidekickAdapter(HTTPAdapter):
                 f"invalid configuration: balancer: expected a sidekick.Balancer, got {type(balancer).__name__}"
             )
         self.balancer = balancer
-        self._limits = Limits(balancer)
         super().__init__(**kwargs)
-
-    def _attempts(self, request: PreparedRequest, first: Any) -> Attempts:
-        method = (request.method or "GET").upper()
-        body = request.body
-        replayable = body is None or isinstance(body, (bytes, str, bytearray))
-        return Attempts(self.balancer, method in IDEMPOTENT and replayable, self._limits).started(first)
 
     # The parameter types of HTTPAdapter.send differ between versions of requests' stubs.
     def send(  # type: ignore[override]
@@ -137,12 +131,13 @@ class SidekickAdapter(HTTPAdapter):
         path = parts.path or "/"
         if parts.query:
             path = f"{path}?{parts.query}"
+        body = request.body
+        replayable = body is None or isinstance(body, (bytes, str, bytearray))
+        attempts = start(self.balancer, request.method or "GET", headers, replayable)
         try:
-            lease = self.balancer.pick()
+            lease = attempts.pick()
         except NoEndpointError as e:
             raise NoEndpointAvailable(str(e), request=request) from e
-        # The bookkeeping of retries is made only when a retry is considered.
-        attempts: Optional[Attempts] = None
         try:
             while True:
                 request.url = lease.url + path  # the endpoint URL has no trailing slash
@@ -151,11 +146,7 @@ class SidekickAdapter(HTTPAdapter):
                     if not stream:
                         resp.content  # read now: a body cut short is this endpoint's failure
                 except Exception as exc:
-                    kind = _failure_kind(exc)
-                    lease.finish(kind)
-                    if attempts is None:
-                        attempts = self._attempts(request, lease)
-                    nxt = attempts.after_failure(kind)
+                    nxt = after(attempts, lease, _failure_kind(exc))
                     if nxt is None:
                         raise
                     lease = nxt
@@ -163,16 +154,11 @@ class SidekickAdapter(HTTPAdapter):
                 except BaseException:
                     lease.finish("cancelled")
                     raise
-                status = resp.status_code
-                lease.finish(status)
-                if status in self._limits.retry_statuses:
-                    if attempts is None:
-                        attempts = self._attempts(request, lease)
-                    nxt = attempts.after_status(status)
-                    if nxt is not None:
-                        resp.close()
-                        lease = nxt
-                        continue
+                nxt = after(attempts, lease, resp.status_code)
+                if nxt is not None:
+                    resp.close()
+                    lease = nxt
+                    continue
                 resp.url = original_url
                 return resp
         finally:

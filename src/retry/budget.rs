@@ -1,63 +1,15 @@
-//! When a failed request may be tried again, and how much retrying the whole client may do.
+//! The retry budget: how much retrying the whole balancer may do, shared by every caller.
 //!
-//! A request is retried **on another endpoint**, never twice on the same one:
-//!
-//! - **nothing was sent** (the connection could not be established): any method, the body is still
-//!   intact. These retries load no backend, so they are limited only by the number of endpoints
-//!   (every endpoint at most once, at most 16 attempts);
-//! - **sent, then failed** (reset, timeout, or a status in `retry_statuses`, default 502/503/504):
-//!   only idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose body could be buffered
-//!   within `retry_buffer` (64 KiB by default), at most `max_attempts` attempts in all, and only
-//!   while the retry budget allows.
-//!
-//! # Why a budget and not only a maximum of attempts
-//!
-//! `max_attempts = 3` alone lets a client triple its load exactly when the backends are struggling,
-//! and layers of clients multiply that. The budget caps retries at a share of recent traffic
-//! (`ratio`, default 20 % over the last 10 s) plus a small floor (`min_per_sec`, default 10 per
-//! second) so that a quiet client can still retry. Finagle and Envoy use the same shape.
+//! A sliding window of ten one-second slots, lock-free. Each request deposits one unit (when its
+//! [`Attempts`](super::Attempts) starts); a retry that will load a backend withdraws one, while
+//! `withdrawals < ratio × deposits + min_per_sec × 10` over the window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use http::Method;
-
-/// Retry settings (the builder's `retry_*` and `max_attempts` options).
-#[derive(Clone, Debug)]
-pub(crate) struct RetryConfig {
-    pub(crate) max_attempts: u32,
-    pub(crate) statuses: Vec<u16>,
-    pub(crate) buffer: usize,
-    pub(crate) budget_ratio: f64,
-    pub(crate) budget_min_per_sec: u32,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max_attempts: 3,
-            statuses: vec![502, 503, 504],
-            buffer: 64 * 1024,
-            budget_ratio: 0.2,
-            budget_min_per_sec: 10,
-        }
-    }
-}
-
-/// At most this many attempts for one request, connect failures included.
-pub(crate) const MAX_CONNECT_ATTEMPTS: usize = 16;
-
-/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
-pub(crate) fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
-}
 
 const SLOTS: usize = 10;
 const SLOT_NS: u64 = 1_000_000_000;
 
-/// A retry budget over a sliding window of ten one-second slots, lock-free.
+/// The budget over a sliding window of ten one-second slots, lock-free.
 ///
 /// Each request deposits one unit; a retry may withdraw while
 /// `withdrawals < ratio × deposits + min_per_sec × 10` over the window.
@@ -130,15 +82,6 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn idempotent_methods() {
-        for m in ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"] {
-            assert!(is_idempotent(&m.parse().unwrap()), "{m}");
-        }
-        assert!(!is_idempotent(&Method::POST));
-        assert!(!is_idempotent(&Method::PATCH));
-    }
 
     #[test]
     fn floor_allows_min_per_sec_times_window() {

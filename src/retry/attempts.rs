@@ -1,0 +1,179 @@
+//! The attempts of one request, driven by the caller's own loop: [`Balancer::attempts`].
+//!
+//! [`Attempts`] applies [`judge`](super::judge) and adds its two effects: it picks the next
+//! endpoint (never one already tried, falling over to the next site) and charges the balancer's
+//! budget. It holds no body, no future and no HTTP type, so any async (or blocking) loop can use
+//! it: the tower layer, the aws connector, the reqwest middleware, the sidecar, and the C and
+//! Python bindings.
+
+use std::sync::Arc;
+
+use crate::balancer::{Balancer, Core, Lease, Outcome};
+use crate::endpoint::EndpointId;
+use crate::error::Error;
+
+use super::policy::{judge, Facts, GiveUpReason, History, Limits, RetryReason, Verdict};
+
+/// What to do after an attempt, from [`Attempts::decide`].
+#[derive(Debug)]
+#[must_use = "a Retry holds the next lease, a Done the lease to finish"]
+pub enum Decision {
+    /// Hand the answer to the caller. The lease is returned unfinished: finish it when the
+    /// answer is complete enough to judge (usually at once, with the same outcome, or later with
+    /// [`Lease::finish_with_latency`]). Dropping it counts as cancelled.
+    Done(Lease),
+    /// Send the request again, to the endpoint of this lease (already picked, excluding every
+    /// endpoint tried). The previous lease was finished with its outcome.
+    Retry(Lease, RetryReason),
+    /// Hand the last attempt's result (its response or its error) to the caller, for this
+    /// reason. The lease was finished with its outcome.
+    GiveUp(GiveUpReason),
+}
+
+/// The attempts of one request: see [`Balancer::attempts`].
+pub struct Attempts {
+    core: Arc<Core>,
+    facts: Facts,
+    history: History,
+    /// Endpoints already tried; allocated only when a request is retried.
+    tried: Vec<EndpointId>,
+}
+
+impl std::fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempts")
+            .field("facts", &self.facts)
+            .field("history", &self.history)
+            .field("tried", &self.tried)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    /// Start the attempts of one request, counting it in the retry budget.
+    ///
+    /// - `idempotent`: repeating the request is safe ([`is_idempotent`](super::is_idempotent));
+    /// - `replayable`: its body can be sent again (empty, or buffered by the caller).
+    ///
+    /// Then [`Attempts::pick`] the first endpoint, send, and after each attempt follow
+    /// [`Attempts::decide`]:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sidekick::Error> {
+    /// use sidekick::retry::Decision;
+    /// use sidekick::Outcome;
+    ///
+    /// let balancer = sidekick::Balancer::builder()
+    ///     .site("http://127.0.0.1:{9001...9003}")
+    ///     .health_check(false)
+    ///     .build()?;
+    /// let mut attempts = balancer.attempts(true, true);
+    /// let mut lease = attempts.pick()?;
+    /// // Say the first endpoint answers 503 and the second 200.
+    /// let mut answers = [Outcome::Status(503), Outcome::Status(200)].into_iter();
+    /// loop {
+    ///     // ... send the request to lease.url() with any HTTP stack ...
+    ///     let outcome = answers.next().unwrap_or(Outcome::Status(200));
+    ///     match attempts.decide(lease, outcome, true) {
+    ///         Decision::Retry(next, reason) => {
+    ///             println!("again on {} after {}", next.url(), reason.as_str());
+    ///             lease = next;
+    ///         }
+    ///         Decision::Done(done) => {
+    ///             done.finish(outcome); // or later, with your own latency
+    ///             break;
+    ///         }
+    ///         Decision::GiveUp(why) => {
+    ///             println!("returning the last result: {}", why.as_str());
+    ///             break;
+    ///         }
+    ///     }
+    /// }
+    /// assert_eq!(attempts.attempts(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn attempts(&self, idempotent: bool, replayable: bool) -> Attempts {
+        let core = self.core.clone();
+        core.budget.deposit(core.coarse_ns());
+        Attempts {
+            core,
+            facts: Facts {
+                idempotent,
+                replayable,
+            },
+            history: History::default(),
+            tried: Vec::new(),
+        }
+    }
+}
+
+impl Attempts {
+    /// The lease of the first attempt (the next endpoint not tried yet, if called again).
+    /// Fails with [`Error::is_no_endpoint`] when no endpoint is available.
+    pub fn pick(&mut self) -> Result<Lease, Error> {
+        self.core.pick(&self.tried)
+    }
+
+    /// After the attempt sent to `lease` ended with `outcome`, what next. `body_intact` is true
+    /// when the attempt consumed none of the request body (always true for a replayable body):
+    /// only then does a connect failure prove that nothing was sent.
+    ///
+    /// A retry picks the next endpoint first (none left: [`GiveUpReason::NoEndpoint`]), then,
+    /// when the retry loads a backend again (anything but a connect failure with the body
+    /// intact), withdraws from the budget ([`GiveUpReason::BudgetExhausted`] and an
+    /// [`Event::BudgetExhausted`](crate::Event::BudgetExhausted) when it is spent). A retry
+    /// emits [`Event::Retry`](crate::Event::Retry). See [`Decision`] for who finishes `lease`.
+    pub fn decide(&mut self, lease: Lease, outcome: Outcome, body_intact: bool) -> Decision {
+        self.history.record(outcome, body_intact);
+        let limits = Limits {
+            max_attempts: self.core.cfg.retry.max_attempts,
+            statuses: &self.core.cfg.retry.statuses,
+        };
+        let (reason, charged) =
+            match judge(&limits, self.facts, &self.history, outcome, body_intact) {
+                Verdict::Done => return Decision::Done(lease),
+                Verdict::GiveUp(why) => {
+                    lease.finish(outcome);
+                    return Decision::GiveUp(why);
+                }
+                Verdict::Retry { reason, charged } => (reason, charged),
+            };
+        self.tried.push(lease.id());
+        let url = lease.url().to_string();
+        lease.finish(outcome);
+        let Ok(next) = self.core.pick(&self.tried) else {
+            return Decision::GiveUp(GiveUpReason::NoEndpoint);
+        };
+        if charged && !self.core.budget.withdraw(self.core.coarse_ns()) {
+            self.core.emit_budget_exhausted(&url);
+            return Decision::GiveUp(GiveUpReason::BudgetExhausted);
+        }
+        self.core
+            .emit_retry(&url, self.history.attempts, reason.as_str());
+        Decision::Retry(next, reason)
+    }
+
+    /// Never pick `endpoint` for this request (e.g. the node whose answer broke, when the
+    /// request fetches the rest of that answer elsewhere).
+    pub fn exclude(&mut self, endpoint: EndpointId) {
+        if !self.tried.contains(&endpoint) {
+            self.tried.push(endpoint);
+        }
+    }
+
+    /// Attempts made so far (decided ones).
+    pub fn attempts(&self) -> u32 {
+        self.history.attempts
+    }
+
+    /// Attempts so far that (possibly) reached a backend.
+    pub fn sent(&self) -> u32 {
+        self.history.sent
+    }
+
+    /// The endpoints tried and not to be picked again.
+    pub fn tried(&self) -> &[EndpointId] {
+        &self.tried
+    }
+}
