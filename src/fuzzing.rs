@@ -1,7 +1,8 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (feature `fuzzing`, hidden from the docs).
 //!
 //! The parsers worth fuzzing are crate-private (the cache's stored-entry decoder, the legacy-PEM
-//! decryption) or spread over several modules. These thin functions give the fuzz targets one
+//! decryption, the sidecar's HTTP/1.1 head parser and chunked scanner) or spread over several
+//! modules. These thin functions give the fuzz targets one
 //! `&[u8]`/`&str` door to each without widening the public API. Where the property to check
 //! needs crate-private types (the cache head), the check is made here and a violation panics,
 //! which is what libFuzzer reports; everything else is checked in the target itself.
@@ -14,6 +15,11 @@ use crate::cache::entry::{Head, PREFIX};
 use crate::sidecar::{format, tls};
 
 pub use crate::sidecar::flags::{parse_args, Command, Config, UsageError};
+pub use crate::sidecar::forward::chunked::{ChunkError, Chunked};
+pub use crate::sidecar::forward::parse::{
+    head_end, parse_request, parse_response, Class, Framing, HeadError, RequestHead, ResponseHead,
+    MAX_HEADERS,
+};
 pub use crate::site::{expand_pool, parse_site, SiteError, Target};
 
 /// `time.ParseDuration` as the sidecar's flags read it: signed nanoseconds or a message.
