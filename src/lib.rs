@@ -79,6 +79,10 @@ pub mod reqwest;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use balancer::Balancer;
 pub use builder::Builder;
 pub use config::HostPolicy;

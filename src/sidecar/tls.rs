@@ -114,7 +114,7 @@ pub fn load_key(path: &str, password: &str) -> Result<PrivateKeyDer<'static>, St
 /// sidekick (Go's `x509.DecryptPEMBlock`): a `Proc-Type: 4,ENCRYPTED` header, a `DEK-Info:
 /// <cipher>,<hex IV>` header, and the DER key encrypted in CBC mode under a key derived from the
 /// password with `EVP_BytesToKey` (MD5, one round, the first 8 bytes of the IV as salt).
-mod legacy_pem {
+pub(crate) mod legacy_pem {
     use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
     use md5::{Digest, Md5};
     use rustls::pki_types::{
@@ -131,7 +131,7 @@ mod legacy_pem {
     ];
 
     /// Decrypt the first encrypted key block of `pem` with `password`.
-    pub(super) fn decrypt(pem: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
+    pub(crate) fn decrypt(pem: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
         let mut lines = pem.lines().map(str::trim);
         let label = lines
             .by_ref()

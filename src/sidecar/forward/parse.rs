@@ -571,8 +571,15 @@ pub fn parse_response(buf: &[u8], head: &mut ResponseHead) -> Result<Option<()>,
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Syntax("malformed status line"));
     };
+    if status < 100 {
+        // httparse takes any three digits; 000-099 is no status class (RFC 9110 §15).
+        return Err(HeadError::Syntax("invalid status code"));
+    }
+    // httparse hands out a static "" (not a slice of `buf`) for a reason phrase with obs-text
+    // bytes: an empty reason is the empty range, never an offset computed from that pointer.
     let reason = resp
         .reason
+        .filter(|r| !r.is_empty())
         .map(|r| range(buf, r.as_bytes()))
         .unwrap_or(0..0);
     let (framing, mut opts, _) = read_headers(buf, resp.headers, &mut head.headers, false)?;
@@ -744,5 +751,22 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
         assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn obs_text_reason_and_status_below_100() {
+        // Found by the http_head fuzz target: the reason's range was computed from a pointer
+        // outside the buffer (overflow in debug builds, a range far past the head in release).
+        let h = resp("HTTP/1.0 200 OK\u{ef}\r\n\r\n").unwrap();
+        assert_eq!(h.reason, 0..0);
+        assert_eq!(h.status, 200);
+        // Also from the fuzzer: status 000-099 is refused, not forwarded.
+        let mut h = ResponseHead::default();
+        assert_eq!(
+            parse_response(b"HTTP/1.0 000 OK\r\n\r\n", &mut h),
+            Err(HeadError::Syntax("invalid status code"))
+        );
+        let t = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(&t[resp(t).unwrap().reason], "Not Found");
     }
 }
