@@ -82,6 +82,10 @@ on_both_paths!(
     absolute_form_authority_wins_over_host,
     framing_attacks_are_refused,
     huge_head_gets_431,
+    pipelined_requests_are_answered_in_order,
+    head_answer_then_get_on_one_connection,
+    huge_chunk_size_is_refused_and_ejects_nothing,
+    garbage_after_a_204_never_reaches_a_client,
     slowloris_is_cut,
     aborted_downloads_never_mix_responses,
 );
@@ -855,4 +859,105 @@ async fn port_zero_announces_the_port_bound() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let r = get(addr, "/.prometheus/metrics", WAIT).await;
     assert_eq!(r.status(), 200, "it serves on the announced port");
+}
+
+// ===== message boundaries =====
+
+async fn pipelined_requests_are_answered_in_order(path: &[&str]) {
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(&with(path, &[]), &[b.url()]).await;
+    let mut s = TcpStream::connect(sk.addr).await.unwrap();
+    let mut all = b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    all.extend_from_slice(&post("/p2", "Content-Length: 5\r\n", b"hello"));
+    all.extend_from_slice(b"GET /p3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(&all).await.unwrap();
+    let mut r = Reader::new(s);
+    for (method, target) in [("GET", "/p1"), ("POST", "/p2"), ("GET", "/p3")] {
+        let reply = read_reply(&mut r, method, WAIT).await;
+        assert_eq!(reply.status(), 200, "{target}: {reply:?}");
+        assert_eq!(
+            reply.text(),
+            format!("ok {target}"),
+            "answers in request order"
+        );
+    }
+    let seen: Vec<String> = b.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(seen, ["/p1", "/p2", "/p3"], "one backend request each");
+    assert_eq!(
+        b.seen()[1].body,
+        5,
+        "the pipelined body went with its request"
+    );
+}
+
+async fn head_answer_then_get_on_one_connection(path: &[&str]) {
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(&with(path, &[]), &[b.url()]).await;
+    let s = TcpStream::connect(sk.addr).await.unwrap();
+    let mut r = Reader::new(s);
+    for round in 0..3 {
+        r.get_mut()
+            .write_all(b"HEAD /blob/7 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_reply(&mut r, "HEAD", WAIT).await;
+        assert_eq!(head.status(), 200, "round {round}: {head:?}");
+        assert_eq!(
+            head.head.as_ref().and_then(|h| h.get("content-length")),
+            Some(BLOB_LEN.to_string().as_str()),
+            "a HEAD answer keeps the length of what a GET would get"
+        );
+        r.get_mut()
+            .write_all(format!("GET /g{round} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let get = read_reply(&mut r, "GET", WAIT).await;
+        assert_eq!(
+            get.text(),
+            format!("ok /g{round}"),
+            "no body bytes after a HEAD answer"
+        );
+    }
+}
+
+async fn huge_chunk_size_is_refused_and_ejects_nothing(path: &[&str]) {
+    let a = RawBackend::start(Mode::Normal).await;
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(&with(path, &[]), &[format!("{},{}", a.url(), b.url())]).await;
+    sk.wait_up(2).await;
+    for size in ["FFFFFFFFFFFFFFFFFFFF", "-1", "1 2", "0x10"] {
+        let req = post(
+            "/bucket/chunks",
+            "Transfer-Encoding: chunked\r\n",
+            format!("{size}\r\nhello\r\n0\r\n\r\n").as_bytes(),
+        );
+        let x = exchange(sk.addr, &req, WAIT).await;
+        let text = x.text();
+        assert!(
+            text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 413"),
+            "chunk size {size:?}: {text}"
+        );
+        assert!(x.closed, "chunk size {size:?}: closed");
+    }
+    assert!(a.hits() + b.hits() <= 4, "at most one backend request each");
+    assert_eq!(ejections(sk.addr).await, 0.0, "nobody ejected");
+}
+
+async fn garbage_after_a_204_never_reaches_a_client(path: &[&str]) {
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(&with(path, &[]), &[b.url()]).await;
+    let r = get(sk.addr, "/bogus204", WAIT).await;
+    assert_eq!(r.status(), 204, "{r:?}");
+    assert!(r.body.is_empty());
+    for i in 0..4 {
+        let r = get(sk.addr, &format!("/after{i}"), WAIT).await;
+        assert!(
+            !r.text().contains("hello"),
+            "stray bytes of another answer reached a client: {r:?}"
+        );
+        assert!(r.status() == 200 || r.status() == 502, "{r:?}");
+        if r.status() == 200 {
+            assert_eq!(r.text(), format!("ok /after{i}"));
+        }
+    }
 }

@@ -42,7 +42,8 @@ pub const BLOB_LEN: usize = 256 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// `200` with `x-seen-host` (the Host it got) and `x-seen-body` (the body length it read);
-    /// `/blob/N` gets [`BLOB_LEN`] bytes of [`blob_byte`]`(N, i)`.
+    /// `/blob/N` gets [`BLOB_LEN`] bytes of [`blob_byte`]`(N, i)`; `/bogus204` gets a `204`
+    /// followed by the stray bytes `hello`.
     Normal,
     /// Reads the request, never answers, holds the connection.
     Silent,
@@ -381,6 +382,10 @@ async fn hold(r: &mut Reader<TcpStream>) {
 }
 
 fn normal_answer(path: &str, host: &str, body: usize) -> Vec<u8> {
+    if path == "/bogus204" {
+        // A 204 carries no body; these bytes are garbage left on the connection.
+        return b"HTTP/1.1 204 No Content\r\n\r\nhello".to_vec();
+    }
     if let Some(n) = path
         .strip_prefix("/blob/")
         .and_then(|n| n.parse::<u64>().ok())
