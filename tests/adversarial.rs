@@ -86,6 +86,7 @@ on_both_paths!(
     head_answer_then_get_on_one_connection,
     huge_chunk_size_is_refused_and_ejects_nothing,
     garbage_after_a_204_never_reaches_a_client,
+    unread_body_after_a_failure_is_never_a_request,
     slowloris_is_cut,
     aborted_downloads_never_mix_responses,
 );
@@ -960,4 +961,60 @@ async fn garbage_after_a_204_never_reaches_a_client(path: &[&str]) {
             assert_eq!(r.text(), format!("ok /after{i}"));
         }
     }
+}
+
+/// A request refused before its body was read (no backend could take it) closes the
+/// connection: the body bytes that arrive afterwards are never read as the next request.
+async fn unread_body_after_a_failure_is_never_a_request(path: &[&str]) {
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(&with(path, &[]), &[b.url()]).await;
+    drop(b);
+    // Wait (bounded) until the probes see it down: then no attempt is made at all.
+    for _ in 0..100 {
+        if get(sk.addr, "/v1/health", WAIT).await.status() == 502 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let head = format!(
+        "PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        smuggled.len()
+    );
+    let mut s = TcpStream::connect(sk.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut r = Reader::new(s);
+    let mut answer = tokio::time::timeout(WAIT, r.head())
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    // The body the refusal did not read, which looks like a request of its own. (A path that
+    // asks for the body first, with 100 Continue, reads it as the body: also no desync.)
+    let _ = r.get_mut().write_all(smuggled).await;
+    if answer.status() == 100 {
+        answer = tokio::time::timeout(WAIT, r.head())
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+    }
+    let status = answer.status();
+    assert!(
+        status == 502 || status == 504,
+        "no backend: a BackendDown answer, got {status}"
+    );
+    if let Some(n) = answer
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let _ = tokio::time::timeout(WAIT, r.exact(n)).await;
+    }
+    let rest = tokio::time::timeout(WAIT, r.rest())
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&rest);
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        0,
+        "nothing answers the unread body: {text}"
+    );
 }

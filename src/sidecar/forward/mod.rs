@@ -970,7 +970,10 @@ impl<C: Stream> Conn<C> {
         rx_head: u64,
         replay: Option<usize>,
     ) -> After {
-        let close = self.req.opts.close || replay.is_none();
+        // The connection goes on only when the request's body was read whole: unread body
+        // bytes must never be taken for the next request.
+        let body_read = replay.is_some_and(|n| self.rbuf.len() >= self.req.len.saturating_add(n));
+        let close = self.req.opts.close || !body_read;
         let (status, body) = match &failed {
             Failed::NoEndpoint => (
                 502,
