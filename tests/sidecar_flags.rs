@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sidekick::sidecar::flags::{help, host_balance_policy, version};
+use sidekick::sidecar::{help, host_balance_policy, version};
 use sidekick::sidecar::{parse_args, Command, Config};
 use sidekick::Policy;
 

@@ -484,7 +484,7 @@ pub fn table_rows(registry: &Registry, endpoints: &[EndpointInfo]) -> Vec<[Strin
     endpoints
         .iter()
         .map(|e| {
-            let s = registry.entry(&e.url, e.site).snapshot();
+            let s = registry.entry(&e.url).snapshot();
             let current = s
                 .down
                 .since

@@ -127,11 +127,6 @@ impl DemoBackend {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-
-    /// Whether it is serving.
-    pub fn running(&self) -> bool {
-        self.lock().is_some()
-    }
 }
 
 #[derive(Default)]

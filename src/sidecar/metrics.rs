@@ -45,8 +45,6 @@ pub struct Downtime {
 pub struct EpStats {
     /// Endpoint URL.
     pub url: String,
-    /// Site index (0 for the first).
-    pub site: usize,
     requests: AtomicU64,
     errors: AtomicU64,
     rx: AtomicU64,
@@ -82,10 +80,9 @@ pub struct EpSnapshot {
 }
 
 impl EpStats {
-    fn new(url: String, site: usize, created: Instant) -> EpStats {
+    fn new(url: String, created: Instant) -> EpStats {
         EpStats {
             url,
-            site,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rx: AtomicU64::new(0),
@@ -199,7 +196,7 @@ impl Registry {
     }
 
     /// The statistics of an endpoint, created on first use.
-    pub fn entry(&self, url: &str, site: usize) -> Arc<EpStats> {
+    pub fn entry(&self, url: &str) -> Arc<EpStats> {
         let key = authority_of(url);
         if let Some(s) = self.get(key) {
             return s;
@@ -208,7 +205,7 @@ impl Registry {
         if let Some(s) = self.get(key) {
             return s;
         }
-        let stats = Arc::new(EpStats::new(url.to_string(), site, self.created));
+        let stats = Arc::new(EpStats::new(url.to_string(), self.created));
         let mut map = HashMap::clone(&self.by_authority.load());
         map.insert(key.to_string(), stats.clone());
         self.by_authority.store(Arc::new(map));
@@ -219,7 +216,7 @@ impl Registry {
     /// before their first call).
     pub fn sync(&self, endpoints: &[EndpointInfo]) {
         for e in endpoints {
-            self.entry(&e.url, e.site);
+            self.entry(&e.url);
         }
     }
 
@@ -228,23 +225,21 @@ impl Registry {
     pub fn on_event(&self, ev: &Event) -> Option<Duration> {
         let now = Instant::now();
         match ev {
-            Event::Up { endpoint, site, .. } => {
-                return Some(self.entry(endpoint, *site).went_up(now));
+            Event::Up { endpoint, .. } => {
+                return Some(self.entry(endpoint).went_up(now));
             }
-            Event::Returned { endpoint, site } => {
-                return Some(self.entry(endpoint, *site).went_up(now));
+            Event::Returned { endpoint, .. } => {
+                return Some(self.entry(endpoint).went_up(now));
             }
-            Event::Down { endpoint, site, .. } => {
-                let s = self.entry(endpoint, *site);
+            Event::Down { endpoint, .. } => {
+                let s = self.entry(endpoint);
                 s.health_errors.fetch_add(1, Ordering::Relaxed);
                 s.went_down(now);
             }
             Event::Ejected {
-                endpoint,
-                site,
-                reason,
+                endpoint, reason, ..
             } => {
-                let s = self.entry(endpoint, *site);
+                let s = self.entry(endpoint);
                 if let Some(i) = EJECT_REASONS.iter().position(|r| *r == reason.as_str()) {
                     s.ejections[i].fetch_add(1, Ordering::Relaxed);
                 }
@@ -317,7 +312,7 @@ const STATES: [EndpointState; 5] = [
 pub fn render(registry: &Registry, endpoints: &[EndpointInfo]) -> String {
     let rows: Vec<(&EndpointInfo, Arc<EpStats>)> = endpoints
         .iter()
-        .map(|e| (e, registry.entry(&e.url, e.site)))
+        .map(|e| (e, registry.entry(&e.url)))
         .collect();
     let mut out = String::with_capacity(512 + rows.len() * 2048);
     type Counter = (&'static str, &'static str, fn(&EpStats) -> u64);
@@ -493,8 +488,8 @@ mod tests {
     #[test]
     fn record_and_downtime() {
         let r = Registry::default();
-        let s = r.entry("http://a:1", 0);
-        assert!(Arc::ptr_eq(&s, &r.entry("http://a:1/", 0)));
+        let s = r.entry("http://a:1");
+        assert!(Arc::ptr_eq(&s, &r.entry("http://a:1/")));
         s.record(200, 10, 20, Duration::from_millis(3));
         s.record(503, 1, 2, Duration::from_millis(1));
         let snap = s.snapshot();

@@ -19,15 +19,15 @@
 //! # Ok(()) }
 //! ```
 
-pub mod console;
-pub mod demo;
-pub mod flags;
-pub mod format;
+mod console;
+mod demo;
+pub(crate) mod flags;
+pub(crate) mod format;
 pub(crate) mod forward;
-pub mod metrics;
-pub mod proxy;
-pub mod server;
-pub mod tls;
+mod metrics;
+mod proxy;
+mod server;
+pub(crate) mod tls;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -39,21 +39,21 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-pub use console::{Console, ConsoleOpts};
-pub use flags::{parse_args, Command, Config, UsageError};
-pub use metrics::Registry;
-pub use proxy::Generation;
-pub use server::Limits;
+pub use console::{Console, ConsoleOpts, TraceMode};
+pub use flags::{help, host_balance_policy, parse_args, version, Command, Config, UsageError};
+use metrics::Registry;
+use proxy::Generation;
+use server::Limits;
 
 use proxy::Shared;
 use server::Server;
 
 /// How often `--cert`/`--key` are checked for changes.
-pub const CERT_POLL: Duration = Duration::from_secs(2);
+pub(crate) const CERT_POLL: Duration = Duration::from_secs(2);
 
 /// Why the sidecar could not start (printed as `<program>: <ERROR> <message>`, exit status 1).
 #[derive(Debug)]
-pub struct StartError(pub String);
+pub struct StartError(String);
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,7 +65,7 @@ impl std::error::Error for StartError {}
 
 /// The balancing part of a configuration: a balancer over the SITE arguments with sidekick's
 /// probe settings, and the proxy's client over it.
-pub fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generation, StartError> {
+fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generation, StartError> {
     let tls = tls::client_config(cfg).map_err(|e| StartError(e.0))?;
     let registry = Arc::new(Registry::default());
     let events = registry.clone();
@@ -217,10 +217,9 @@ impl Sidecar {
         let limits = Limits {
             max_conns: cfg.max_conns,
             header_timeout: cfg.header_timeout,
-            threads: cfg.threads.max(1),
             ..Limits::default()
         };
-        let server = Server::spawn_many(listeners, acceptor, shared.clone(), limits)
+        let server = Server::spawn(listeners, acceptor, shared.clone(), limits)
             .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         Ok(Sidecar {
             cfg,
@@ -251,9 +250,14 @@ impl Sidecar {
     pub fn cache(&self) -> Option<crate::cache::Cache> {
         self.shared.generation.load().cache().cloned()
     }
+    /// Requests relayed to the endpoint `url` (as a SITE names it) since the configuration in
+    /// force was built: what `sidekick_requests_total` reports for it.
+    pub fn requests_served(&self, url: &str) -> u64 {
+        self.registry().entry(url).snapshot().requests
+    }
 
     /// The statistics in force.
-    pub fn registry(&self) -> Arc<Registry> {
+    pub(crate) fn registry(&self) -> Arc<Registry> {
         self.shared.generation.load().registry.clone()
     }
 
@@ -293,7 +297,7 @@ impl Sidecar {
 }
 
 /// Draw the live table every 500 ms until `stop`; `footer` adds lines under it.
-pub fn spawn_table(
+pub(crate) fn spawn_table(
     sidecar: &Sidecar,
     footer: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     stop: CancellationToken,
@@ -341,7 +345,7 @@ pub const MAX_THREADS: usize = 1024;
 
 /// The worker thread count `SIDEKICK_THREADS` asks for: 1 when unset or empty, else an integer from 1 to
 /// [`MAX_THREADS`]; anything else is refused with a message naming the value.
-pub fn threads(value: Option<std::ffi::OsString>) -> Result<usize, String> {
+pub(crate) fn threads(value: Option<std::ffi::OsString>) -> Result<usize, String> {
     let Some(raw) = value.filter(|v| !v.is_empty()) else {
         return Ok(1);
     };
@@ -461,7 +465,7 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
 }
 
 /// Serve `cfg` until SIGTERM/SIGINT; SIGHUP rebuilds.
-pub async fn serve(cfg: Config, name: &str) -> u8 {
+async fn serve(cfg: Config, name: &str) -> u8 {
     let sidecar = match Sidecar::start(cfg, None).await {
         Ok(s) => s,
         Err(e) => {
@@ -491,7 +495,7 @@ pub async fn serve(cfg: Config, name: &str) -> u8 {
 }
 
 /// Handle SIGHUP (reload) until SIGTERM or SIGINT, whose name is returned.
-pub async fn wait_for_signals(sidecar: &Sidecar, name: &str) -> &'static str {
+async fn wait_for_signals(sidecar: &Sidecar, name: &str) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),

@@ -30,11 +30,6 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Largest request head, in bytes; larger heads get `431`.
     pub max_header_bytes: usize,
-    /// Event-loop threads serving connections (thread per core): the calling runtime's, plus
-    /// `threads - 1` threads each with its own single-threaded runtime and its own listening
-    /// socket on the same address (`SO_REUSEPORT`: the kernel spreads new connections over
-    /// them). Default 1.
-    pub threads: usize,
 }
 
 impl Default for Limits {
@@ -43,7 +38,6 @@ impl Default for Limits {
             max_conns: 8192,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
-            threads: 1,
         }
     }
 }
@@ -120,20 +114,12 @@ pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
 }
 
 impl Server {
-    /// Serve on `listener` (TLS with `tls`) until [`Server::shutdown`].
+    /// Serve on `listeners` (TLS with `tls`) until [`Server::shutdown`]. Several listeners are
+    /// bound to one address ([`bind_shared`]): thread per core, the first on the calling
+    /// runtime, each other one on a thread of its own with a single-threaded runtime, its own
+    /// connections and its own idle backend connections (`SIDEKICK_THREADS`). The connection
+    /// limit is shared by all.
     pub fn spawn(
-        listener: TcpListener,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-        shared: Arc<Shared>,
-        limits: Limits,
-    ) -> std::io::Result<Server> {
-        Server::spawn_many(vec![listener], tls, shared, limits)
-    }
-
-    /// Serve on several listeners bound to one address ([`bind_shared`]): the first on the
-    /// calling runtime, each other one on a thread of its own with a single-threaded runtime.
-    /// The connection limit is shared by all.
-    pub fn spawn_many(
         listeners: Vec<TcpListener>,
         tls: Option<tokio_rustls::TlsAcceptor>,
         shared: Arc<Shared>,

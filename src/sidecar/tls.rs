@@ -418,11 +418,6 @@ impl CertStore {
     pub fn set(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
     }
-
-    /// The certificate chain served now.
-    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.load().cert.clone()
-    }
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
