@@ -46,6 +46,9 @@ use crate::transport::{self, ServerNames};
 
 // Where the rest of the crate has always found these.
 pub use crate::config::HostPolicy;
+/// The name the sidecar gives a step of the ejection rules (see [`Core::after_finish`]).
+#[allow(unused_imports)]
+pub(crate) use crate::failover::Step as AfterFinish;
 pub use crate::lease::Lease;
 pub use crate::outcome::Outcome;
 
@@ -67,7 +70,7 @@ pub(crate) struct Core {
     /// What finishing a request needs, shared with every endpoint.
     ledger: Arc<Ledger>,
     probe_cfg: Arc<ProbeConfig>,
-    sites: Vec<Site>,
+    pub(crate) sites: Vec<Site>,
     pub(crate) budget: Budget,
     cancel: CancellationToken,
     changed: tokio::sync::watch::Sender<u64>,
@@ -106,6 +109,13 @@ impl Core {
             attempt,
             reason,
         });
+    }
+
+    /// Apply a step of the ejection rules to `ep` as a finished request would: for a failure
+    /// seen after the lease was finished (the sidecar's stalled response body).
+    #[allow(dead_code)]
+    pub(crate) fn after_finish(&self, ep: &Arc<Endpoint>, step: Step) {
+        Steward::step(self, ep, step);
     }
 
     pub(crate) fn emit_budget_exhausted(&self, endpoint: &str) {
