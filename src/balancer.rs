@@ -17,6 +17,15 @@
 //! reads it through an `ArcSwap` (no lock) and draws two entries, so its cost does not depend on
 //! the number of endpoints. Nothing is locked across a request: a [`Lease`] only holds a counted
 //! reference to its endpoint.
+//!
+//! # Who changes what
+//!
+//! The request path runs one way: pick (here) → [`Lease`] → [`Outcome`] → the endpoint's load
+//! score and its `Standing` (the ejection and return rules, pure functions in `failover`). The
+//! balancer alone carries out the state changes that need a whole site's view and emits the
+//! events. The parts that ask for them know it only through narrow traits, held weakly so that
+//! none keeps it alive: an endpoint through `Steward` (eject within the bound, readmit), a
+//! probe task through `ProbeSink` (verdicts), a DNS task through `AddressSink` (addresses).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
