@@ -17,6 +17,15 @@
 //! reads it through an `ArcSwap` (no lock) and draws two entries, so its cost does not depend on
 //! the number of endpoints. Nothing is locked across a request: a [`Lease`] only holds a counted
 //! reference to its endpoint.
+//!
+//! # Who changes what
+//!
+//! The request path runs one way: pick (here) → [`Lease`] → [`Outcome`] → the endpoint's load
+//! score and its `Standing` (the ejection and return rules, pure functions in `failover`). The
+//! balancer alone carries out the state changes that need a whole site's view and emits the
+//! events. The parts that ask for them know it only through narrow traits, held weakly so that
+//! none keeps it alive: an endpoint through `Steward` (eject within the bound, readmit), a
+//! probe task through `ProbeSink` (verdicts), a DNS task through `AddressSink` (addresses).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +55,9 @@ use crate::transport::{self, ServerNames};
 
 // Where the rest of the crate has always found these.
 pub use crate::config::HostPolicy;
+/// The name the sidecar gives a step of the ejection rules (see [`Core::after_finish`]).
+#[allow(unused_imports)]
+pub(crate) use crate::failover::Step as AfterFinish;
 pub use crate::lease::Lease;
 pub use crate::outcome::Outcome;
 
@@ -67,7 +79,7 @@ pub(crate) struct Core {
     /// What finishing a request needs, shared with every endpoint.
     ledger: Arc<Ledger>,
     probe_cfg: Arc<ProbeConfig>,
-    sites: Vec<Site>,
+    pub(crate) sites: Vec<Site>,
     pub(crate) budget: Budget,
     cancel: CancellationToken,
     changed: tokio::sync::watch::Sender<u64>,
@@ -106,6 +118,13 @@ impl Core {
             attempt,
             reason,
         });
+    }
+
+    /// Apply a step of the ejection rules to `ep` as a finished request would: for a failure
+    /// seen after the lease was finished (the sidecar's stalled response body).
+    #[allow(dead_code)]
+    pub(crate) fn after_finish(&self, ep: &Arc<Endpoint>, step: Step) {
+        Steward::step(self, ep, step);
     }
 
     pub(crate) fn emit_budget_exhausted(&self, endpoint: &str) {

@@ -1,9 +1,9 @@
 //! One backend endpoint: its address, what the probes and the traffic say about it, its load.
 //!
 //! Everything on the request path is an atomic, so picking and reporting never take a lock.
-//! Finishing a request feeds the load score and the endpoint's [`Standing`]; the rare state
+//! Finishing a request feeds the load score and the endpoint's `Standing`; the rare state
 //! changes that need the whole site's view (eject within the bound, readmit) are handed to a
-//! [`Steward`] (the balancer), which the endpoint knows only through that trait and only weakly.
+//! `Steward` (the balancer), which the endpoint knows only through that trait and only weakly.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

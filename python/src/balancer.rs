@@ -358,6 +358,13 @@ impl PyBalancer {
         self.shared.spec.policy.clone()
     }
 
+    /// The value of the option called `name` as this balancer runs with it: the engine's option
+    /// names (`health_interval`, `eject_backoff_base`, ...), durations in seconds, `None` for an
+    /// optional setting that is off. An unknown name raises `ConfigError`.
+    fn option(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        self.shared.spec.option(py, name)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Balancer([{}], policy={:?})",

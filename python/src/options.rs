@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 use sidekick::options::{Kind, Value};
 
 use crate::errors;
@@ -120,6 +120,24 @@ impl Spec {
             },
             policy: get("policy").to_string(),
             engine,
+        })
+    }
+}
+
+impl Spec {
+    /// The value of engine option `name` as configured (the engine's option names; its default
+    /// when not given), as a Python object: durations in seconds, status lists as lists, none as
+    /// `None`.
+    pub(crate) fn option(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let value = self.engine.get(name).map_err(|e| errors::to_py(py, &e))?;
+        Ok(match value {
+            Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
+            Value::Int(n) => n.into_pyobject(py)?.into_any().unbind(),
+            Value::Number(x) => PyFloat::new(py, x).into_any().unbind(),
+            Value::Duration(d) => PyFloat::new(py, d.as_secs_f64()).into_any().unbind(),
+            Value::Statuses(list) => PyList::new(py, list)?.into_any().unbind(),
+            Value::Text(t) => PyString::new(py, &t).into_any().unbind(),
+            _ => py.None(),
         })
     }
 }

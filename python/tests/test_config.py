@@ -178,3 +178,28 @@ def test_adapters_check_the_balancer() -> None:
 
     with pytest.raises(sidekick.ConfigError, match="balancer"):
         SidekickTransport(None)  # type: ignore[arg-type]
+
+
+def test_options_read_back_with_the_engine_defaults() -> None:
+    b = sidekick.Balancer(
+        SITE,
+        health_check=False,
+        health_interval=datetime.timedelta(milliseconds=500),
+        eject_backoff=(0.5, 10),
+        eject_statuses=[503],
+        attempt_timeout=None,
+    )
+    assert b.option("health_interval") == 0.5
+    assert b.option("eject_backoff_base") == 0.5
+    assert b.option("eject_backoff_max") == 10.0
+    assert b.option("eject_statuses") == [503]
+    assert b.option("attempt_timeout") is None
+    assert b.option("health_check") is False
+    # Untouched: the engine's defaults, which no binding restates.
+    assert b.option("rise") == 1
+    assert b.option("health_jitter") == 0.2
+    assert b.option("failure_statuses") == list(range(500, 600)) + [429]
+    assert b.option("policy") == "p2c"
+    assert b.option("health_port") is None
+    with pytest.raises(sidekick.ConfigError, match="did you mean `max_attempts`"):
+        b.option("max_attempt")

@@ -351,6 +351,10 @@ class Balancer:
     @property
     def policy(self) -> str:
         """The policy's canonical name (``p2c``, ``least``, ``round-robin`` or ``random``)."""
+    def option(self, name: str) -> Union[bool, int, float, str, List[int], None]:
+        """The value of option ``name`` as this balancer runs with it (the engine's option names,
+        e.g. ``health_interval``; durations in seconds; ``None`` for an optional setting that is
+        off). Raises :class:`ConfigError` for an unknown name."""
 
 @final
 class Response:
