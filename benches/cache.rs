@@ -10,7 +10,7 @@
 //! compare the two modes with each other, they are not a capacity test. The cache starts cold,
 //! so the cache-on figures include the misses that fill it.
 //!
-//! Run: `cargo bench --bench cache` (needs s3s-fs, see `tests/support/s3.rs`).
+//! Run: `cargo bench --bench cache --features sidecar` (needs s3s-fs, see `tests/support/s3.rs`).
 
 #[path = "../tests/support/cache.rs"]
 mod cache_support;

@@ -166,7 +166,7 @@ part_c() {
     local rc=0
     timeout 600 valgrind --error-exitcode=1 --leak-check=full \
         --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-        --suppressions="$FFI_DIR/tests/c/valgrind.supp" --log-file="$WORK/valgrind.log" \
+        --log-file="$WORK/valgrind.log" \
         "$BUILD/test_sidekick" "$p1" "$p2" "$dead" "$reset" >"$WORK/test_sidekick.out" || rc=$?
     grep -v '^ok ' "$WORK/test_sidekick.out" || true
     grep -E 'definitely lost|indirectly lost|possibly lost|still reachable|suppressed:|ERROR SUMMARY' \

@@ -2,71 +2,18 @@
 //! validated once by [`Builder::build`].
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::balance::{LoadConfig, Policy, SiteLoad};
-use crate::balancer::{
-    Balancer, Core, Event, EventFn, HostPolicy, ResolveFn, Shared, Site, SiteState, StatusSet,
-};
-use crate::clock::Clock;
+use crate::balancer::{Balancer, Hooks};
+use crate::config::{Config, HostPolicy};
 use crate::error::Error;
-use crate::failover::EjectConfig;
-use crate::health::{self, ProbeConfig, ProbeFn, Prober};
-use crate::retry::{Budget, RetryConfig};
-use crate::site;
-use crate::transport::{self, ServerNames};
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) policy: Policy,
-    pub(crate) probe: ProbeConfig,
-    pub(crate) eject: EjectConfig,
-    pub(crate) retry: RetryConfig,
-    pub(crate) failure_statuses: Vec<u16>,
-    pub(crate) host_policy: HostPolicy,
-    pub(crate) attempt_timeout: Option<Duration>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) rr_dns: bool,
-    pub(crate) dns_refresh: Duration,
-    pub(crate) ewma_decay: Duration,
-    pub(crate) default_rtt: Duration,
-    pub(crate) failure_penalty: Duration,
-    pub(crate) pool_idle_timeout: Duration,
-    pub(crate) pool_max_idle_per_host: usize,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            policy: Policy::default(),
-            probe: ProbeConfig::default(),
-            eject: EjectConfig::default(),
-            retry: RetryConfig::default(),
-            failure_statuses: (500..=599).chain([429]).collect(),
-            host_policy: HostPolicy::Keep,
-            attempt_timeout: None,
-            connect_timeout: Duration::from_secs(3),
-            rr_dns: false,
-            dns_refresh: Duration::from_secs(30),
-            ewma_decay: Duration::from_secs(10),
-            default_rtt: Duration::from_millis(10),
-            failure_penalty: Duration::from_secs(1),
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 1024,
-            #[cfg(feature = "tls")]
-            tls: None,
-        }
-    }
-}
+use crate::event::{Event, EventFn};
+use crate::health;
+use crate::options::{self, Value};
+use crate::policy::Policy;
 
 /// Builds a [`Balancer`]. Every setter documents its default; [`Builder::build`] validates the
 /// whole configuration and names the first bad part.
@@ -87,15 +34,11 @@ impl Default for Config {
 /// # Ok(()) }
 /// ```
 #[must_use]
+#[derive(Clone)]
 pub struct Builder {
     sites: Vec<String>,
-    cfg: Config,
-    err: Option<Error>,
-    events: Option<EventFn>,
-    resolver: Option<ResolveFn>,
-    probe_fn: Option<ProbeFn>,
-    runtime: Option<Handle>,
-    tokio_clock: bool,
+    pub(crate) cfg: Config,
+    hooks: Hooks,
 }
 
 impl std::fmt::Debug for Builder {
@@ -113,36 +56,45 @@ impl Default for Builder {
     }
 }
 
-fn positive(name: &str, d: Duration) -> Result<(), Error> {
-    if d.is_zero() {
-        Err(Error::config(format!("{name} must be greater than zero")))
-    } else {
-        Ok(())
-    }
-}
-
-fn status_list(name: &str, statuses: &[u16]) -> Result<(), Error> {
-    match statuses.iter().find(|s| !(100..=599).contains(*s)) {
-        Some(s) => Err(Error::config(format!(
-            "{name}: {s} is not an HTTP status (100-599)"
-        ))),
-        None => Ok(()),
-    }
-}
-
 impl Builder {
     /// A builder with no sites and every option at its default.
     pub fn new() -> Self {
         Builder {
             sites: Vec::new(),
             cfg: Config::default(),
-            err: None,
-            events: None,
-            resolver: None,
-            probe_fn: None,
-            runtime: None,
-            tokio_clock: false,
+            hooks: Hooks::default(),
         }
+    }
+
+    /// Set the option called `name` from its text form (see [`options`](crate::options): the
+    /// names are those of this builder's methods, e.g. `health_interval` = `2s`). The error
+    /// names the option and the bad value, or the unknown name. Ranges are checked by
+    /// [`Builder::build`].
+    ///
+    /// ```
+    /// let b = sidekick::Balancer::builder()
+    ///     .option("health_interval", "2s")?
+    ///     .option("eject_statuses", "500-504")?;
+    /// assert_eq!(b.get("health_interval")?.to_string(), "2s");
+    /// assert!(sidekick::Balancer::builder().option("rise", "often").is_err());
+    /// # Ok::<(), sidekick::Error>(())
+    /// ```
+    pub fn option(self, name: &str, value: &str) -> Result<Self, Error> {
+        let value = options::find(name)?.parse(value)?;
+        self.set(name, value)
+    }
+
+    /// Set the option called `name` to a typed value (what a binding has at hand: a number, a
+    /// duration, a list). The error names the option when the value is not of its
+    /// [`Kind`](crate::options::Kind).
+    pub fn set(mut self, name: &str, value: Value) -> Result<Self, Error> {
+        options::find(name)?.write(&mut self.cfg, value)?;
+        Ok(self)
+    }
+
+    /// The value of the option called `name` as set so far (its default when untouched).
+    pub fn get(&self, name: &str) -> Result<Value, Error> {
+        Ok(options::find(name)?.read(&self.cfg))
     }
 
     /// Add a site, in sidekick's SITE syntax: comma-separated pools, each with optional
@@ -386,7 +338,7 @@ impl Builder {
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send + 'static,
     {
-        self.resolver = Some(Arc::new(move |h| Box::pin(f(h))));
+        self.hooks.resolver = Some(Arc::new(move |h| Box::pin(f(h))));
         self
     }
 
@@ -399,7 +351,7 @@ impl Builder {
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.probe_fn = Some(Arc::new(move |u| Box::pin(f(u))));
+        self.hooks.probe_fn = Some(Arc::new(move |u| Box::pin(f(u))));
         self
     }
 
@@ -413,7 +365,8 @@ impl Builder {
     /// Called on every state change and retry (in addition to the `tracing` events). Keep it
     /// quick: it runs on the request or probe path. Default: none.
     pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.events = Some(Arc::new(f));
+        let f: EventFn = Arc::new(f);
+        self.hooks.events = Some(f);
         self
     }
 
@@ -421,77 +374,15 @@ impl Builder {
     /// latency decay and downtimes too (tests and simulations of your own application). Default
     /// is off: the system's monotonic clock, read in a few nanoseconds.
     pub fn tokio_clock(mut self, enabled: bool) -> Self {
-        self.tokio_clock = enabled;
+        self.hooks.tokio_clock = enabled;
         self
     }
 
     /// The tokio runtime that runs probes and DNS refreshes. Default: the runtime `build()` is
     /// called from (it is an error to build outside one without setting this).
     pub fn runtime(mut self, handle: Handle) -> Self {
-        self.runtime = Some(handle);
+        self.hooks.runtime = Some(handle);
         self
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        if let Some(e) = &self.err {
-            return Err(Error::config(e.to_string()));
-        }
-        let c = &self.cfg;
-        if self.sites.is_empty() {
-            return Err(Error::config("no site given: add at least one"));
-        }
-        positive("health_interval", c.probe.interval)?;
-        positive("health_timeout", c.probe.timeout)?;
-        positive("connect_timeout", c.connect_timeout)?;
-        positive("ewma_decay", c.ewma_decay)?;
-        positive("default_rtt", c.default_rtt)?;
-        positive("dns_refresh", c.dns_refresh)?;
-        positive("eject_backoff base", c.eject.backoff_base)?;
-        if c.eject.backoff_max < c.eject.backoff_base {
-            return Err(Error::config(
-                "eject_backoff: max must not be smaller than base",
-            ));
-        }
-        if let Some(t) = c.attempt_timeout {
-            positive("attempt_timeout", t)?;
-        }
-        if !(0.0..=10.0).contains(&c.probe.jitter) {
-            return Err(Error::config(format!(
-                "health_jitter must be within 0.0 and 10.0, got {}",
-                c.probe.jitter
-            )));
-        }
-        if !(0.0..=1.0).contains(&c.eject.max_share) {
-            return Err(Error::config(format!(
-                "max_ejected_share must be within 0.0 and 1.0, got {}",
-                c.eject.max_share
-            )));
-        }
-        if !(c.retry.budget_ratio >= 0.0 && c.retry.budget_ratio <= 100.0) {
-            return Err(Error::config(format!(
-                "retry_budget ratio must be within 0.0 and 100.0, got {}",
-                c.retry.budget_ratio
-            )));
-        }
-        if c.retry.max_attempts == 0 {
-            return Err(Error::config("max_attempts must be at least 1"));
-        }
-        if c.probe.rise == 0 || c.probe.fall == 0 || c.eject.after == 0 {
-            return Err(Error::config(
-                "rise, fall and eject_after must be at least 1",
-            ));
-        }
-        if c.probe.healthy.is_empty() {
-            return Err(Error::config("healthy_statuses must not be empty"));
-        }
-        if c.probe.port == Some(0) {
-            return Err(Error::config("health_port must be within 1 and 65535"));
-        }
-        status_list("healthy_statuses", &c.probe.healthy)?;
-        status_list("eject_statuses", &c.eject.statuses)?;
-        status_list("failure_statuses", &c.failure_statuses)?;
-        status_list("retry_statuses", &c.retry.statuses)?;
-        Ok(())
     }
 
     /// Check everything, start the probes and return the balancer.
@@ -499,92 +390,17 @@ impl Builder {
     /// Fails with an [`Error::is_config`] error naming the bad site or option, or when no tokio
     /// runtime is available.
     pub fn build(self) -> Result<Balancer, Error> {
-        self.validate()?;
-        let runtime = match self.runtime.clone() {
-            Some(h) => h,
-            None => Handle::try_current().map_err(|_| {
-                Error::config("no tokio runtime: call build() inside one or set .runtime(handle)")
-            })?,
-        };
-        let mut parsed = Vec::with_capacity(self.sites.len());
-        for (i, spec) in self.sites.iter().enumerate() {
-            let targets = site::parse_site(spec)
-                .map_err(|e| Error::config(format!("site {}: {e}", i + 1)).with_source(e))?;
-            parsed.push(targets);
+        if self.sites.is_empty() {
+            return Err(Error::config("no site given: add at least one"));
         }
-        let cfg = self.cfg;
-        let names = ServerNames::default();
-        let prober = if !cfg.probe.enabled {
-            None
-        } else if let Some(f) = self.probe_fn {
-            Some(Prober::Custom(f))
-        } else {
-            let _guard = runtime.enter();
-            #[cfg(feature = "tls")]
-            let conn = transport::connector(cfg.connect_timeout, cfg.tls.clone(), names.clone())?;
-            #[cfg(not(feature = "tls"))]
-            let conn = transport::connector(cfg.connect_timeout, names.clone())?;
-            Some(Prober::Http(Box::new(
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(1)
-                    .build(conn),
-            )))
-        };
-        let load_cfg = LoadConfig {
-            decay_ns: cfg.ewma_decay.as_nanos() as f64,
-            default_rtt_ns: cfg.default_rtt.as_nanos() as f64,
-            penalty_ns: cfg.failure_penalty.as_nanos() as f64,
-        };
-        let n_sites = parsed.len();
-        let sites = parsed
-            .into_iter()
-            .enumerate()
-            .map(|(i, targets)| {
-                let path = match (&cfg.probe.last_site_path, i + 1 == n_sites) {
-                    (Some(p), true) => p.clone(),
-                    _ => cfg.probe.path.clone(),
-                };
-                Site {
-                    targets,
-                    probe_path: path,
-                    state: ArcSwap::from_pointee(SiteState::default()),
-                    rr: AtomicUsize::new(0),
-                    lock: Mutex::new(()),
-                }
-            })
-            .collect();
-        let (changed, _) = tokio::sync::watch::channel(0u64);
-        let clock = if self.tokio_clock {
-            Clock::Tokio(Instant::now())
-        } else {
-            Clock::System
-        };
-        let shared = Arc::new(Shared {
-            clock,
-            load_cfg,
-            failure: StatusSet::new(&cfg.failure_statuses),
-            eject_statuses: StatusSet::new(&cfg.eject.statuses),
-            eject_after: cfg.eject.after,
-            site_loads: (0..n_sites).map(|_| SiteLoad::default()).collect(),
-        });
-        let core = Arc::new_cyclic(|me| Core {
-            me: me.clone(),
-            shared,
-            budget: Budget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
-            probe_cfg: Arc::new(cfg.probe.clone()),
-            cfg,
-            sites,
-            cancel: CancellationToken::new(),
-            changed,
-            events: self.events,
-            resolver: self.resolver,
-            prober,
-            names,
-            runtime,
-            next_id: AtomicU64::new(1),
-        });
-        core.populate();
-        Ok(Balancer { core })
+        self.cfg.validate()?;
+        Balancer::start(&self.sites, self.cfg, self.hooks)
+    }
+}
+
+impl Balancer {
+    /// Start configuring a balancer.
+    pub fn builder() -> Builder {
+        Builder::new()
     }
 }

@@ -9,102 +9,65 @@
 //! TLS server name.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::{lock, Core};
-use crate::endpoint::Endpoint;
-use crate::site::Target;
+use crate::target::Target;
 
-impl Core {
-    pub(crate) fn apply_addresses(
-        self: &Arc<Self>,
-        si: usize,
-        origin: usize,
-        target: &Target,
-        ips: &[std::net::IpAddr],
-    ) {
-        let site = &self.sites[si];
-        let host = target.host().to_string();
-        let mut started = Vec::new();
-        {
-            let _g = lock(&site.lock);
-            let cur = site.state.load();
-            let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(cur.endpoints.len() + ips.len());
-            let mut added = false;
-            let mut removed = false;
-            // Keep endpoints of other targets, and of this target whose address is still there.
-            for ep in &cur.endpoints {
-                let kept =
-                    ep.origin != origin || ips.iter().any(|ip| ep.target.host() == ip.to_string());
-                if kept {
-                    next.push(ep.clone());
-                } else {
-                    ep.cancel.cancel();
-                    removed = true;
-                }
-            }
-            for ip in ips {
-                let have = next
-                    .iter()
-                    .any(|e| e.origin == origin && e.target.host() == ip.to_string());
-                if have {
-                    continue;
-                }
-                match self.make_endpoint(si, origin, target.with_host(*ip), Some(&host)) {
-                    Ok(ep) => {
-                        started.push(ep.clone());
-                        next.push(ep);
-                        added = true;
-                    }
-                    Err(e) => tracing::error!(error = %e, "resolved endpoint skipped"),
-                }
-            }
-            if !added && !removed {
-                return;
-            }
-            // Keep the site's order stable: by target, then by address text.
-            next.sort_by(|a, b| (a.origin, a.url.as_str()).cmp(&(b.origin, b.url.as_str())));
-            self.publish(site, next);
-        }
-        tracing::info!(host = %host, addresses = ips.len(), "DNS fan-out updated");
-        for ep in &started {
-            self.start_probe(ep);
-        }
-    }
+/// Resolves a host name to its addresses (the builder's `resolver`, or the system's).
+pub(crate) type ResolveFn = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
 
-    pub(crate) fn resolve(
-        &self,
-        host: String,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
-        match &self.resolver {
-            Some(r) => r(host),
-            None => Box::pin(async move {
-                let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-                let mut ips: Vec<std::net::IpAddr> = Vec::new();
-                for a in addrs {
-                    if !ips.contains(&a.ip()) {
-                        ips.push(a.ip());
-                    }
+/// Where the DNS tasks report: the balancer, known here only through this trait and only
+/// weakly (a DNS task never keeps its balancer alive).
+pub(crate) trait AddressSink: Send + Sync {
+    /// `target` (the `origin`-th of site `site`) now resolves to `ips` (never empty).
+    fn addresses(&self, site: usize, origin: usize, target: &Target, ips: &[IpAddr]);
+}
+
+/// The system resolver, through tokio: every distinct address of `host`.
+pub(crate) fn system_resolver() -> ResolveFn {
+    Arc::new(|host: String| {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for a in addrs {
+                if !ips.contains(&a.ip()) {
+                    ips.push(a.ip());
                 }
-                Ok(ips)
-            }),
-        }
-    }
+            }
+            Ok(ips)
+        })
+    })
+}
+
+/// One host name to keep resolved: which target of which site, how, and how often.
+pub(crate) struct Watch {
+    pub(crate) site: usize,
+    pub(crate) origin: usize,
+    pub(crate) target: Target,
+    pub(crate) resolver: ResolveFn,
+    pub(crate) refresh: Duration,
 }
 
 /// Resolve one host name now and then every `dns_refresh` (±10 %), at most once a second,
 /// keeping the last good answer when a lookup fails or comes back empty.
-pub(crate) async fn dns_task(
-    core: Weak<Core>,
-    si: usize,
-    origin: usize,
-    target: Target,
-    cancel: CancellationToken,
-) {
+pub(crate) async fn dns_task(sink: Weak<dyn AddressSink>, watch: Watch, cancel: CancellationToken) {
+    let Watch {
+        site,
+        origin,
+        target,
+        resolver,
+        refresh,
+    } = watch;
+    let refresh = refresh.max(Duration::from_secs(1));
     let mut delay = Duration::ZERO;
     let mut failures = 0u32;
     loop {
@@ -112,19 +75,16 @@ pub(crate) async fn dns_task(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        let Some(c) = core.upgrade() else { return };
-        let refresh = c.cfg.dns_refresh.max(Duration::from_secs(1));
-        let lookup = c.resolve(target.host().to_string());
-        drop(c);
+        let lookup = resolver(target.host().to_string());
         let res = tokio::select! {
             _ = cancel.cancelled() => return,
             r = tokio::time::timeout(Duration::from_secs(5), lookup) => r,
         };
-        let Some(c) = core.upgrade() else { return };
+        let Some(sink) = sink.upgrade() else { return };
         match res {
             Ok(Ok(ips)) if !ips.is_empty() => {
                 failures = 0;
-                c.apply_addresses(si, origin, &target, &ips);
+                sink.addresses(site, origin, &target, &ips);
             }
             other => {
                 failures = failures.saturating_add(1);
@@ -136,7 +96,7 @@ pub(crate) async fn dns_task(
                 tracing::warn!(host = %target.host(), error = %why, "DNS lookup failed; keeping the last good answer");
             }
         }
-        drop(c);
+        drop(sink);
         // Retry a failing first lookup sooner, but never more than once a second.
         let base = if failures > 0 && failures < 5 {
             Duration::from_secs(1)
@@ -144,7 +104,7 @@ pub(crate) async fn dns_task(
             refresh
         };
         delay = base
-            .mul_f64(0.9 + 0.2 * fastrand::f64())
+            .mul_f64(0.9 + 0.2 * crate::random::f64())
             .max(Duration::from_secs(1));
     }
 }

@@ -1,26 +1,23 @@
 //! One backend endpoint: its address, what the probes and the traffic say about it, its load.
 //!
-//! Everything on the request path is an atomic, so picking and reporting never take a lock; the
-//! rare state changes (up, down, ejected, returned) go through the balancer, which rebuilds the
-//! site's list of available endpoints.
+//! Everything on the request path is an atomic, so picking and reporting never take a lock.
+//! Finishing a request feeds the load score and the endpoint's [`Standing`]; the rare state
+//! changes that need the whole site's view (eject within the bound, readmit) are handed to a
+//! [`Steward`] (the balancer), which the endpoint knows only through that trait and only weakly.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{Candidate, Load};
-use crate::site::Target;
-
-pub(crate) const HEALTH_UNKNOWN: u8 = 0;
-pub(crate) const HEALTH_UP: u8 = 1;
-pub(crate) const HEALTH_DOWN: u8 = 2;
-
-pub(crate) const TRIAL_NONE: u8 = 0;
-pub(crate) const TRIAL_READY: u8 = 1;
-pub(crate) const TRIAL_CLAIMED: u8 = 2;
+use crate::clock::Clock;
+use crate::failover::{Health, Standing, StandingCell, Step, Trial};
+use crate::load::{Load, LoadConfig, SiteLoad};
+use crate::outcome::{Classes, Outcome};
+use crate::policy::Candidate;
+use crate::target::Target;
 
 /// A stable identifier of an endpoint within one balancer, as carried by a
 /// [`Lease`](crate::Lease) and an [`EndpointInfo`].
@@ -94,12 +91,31 @@ pub(crate) struct Stats {
     pub(crate) ejections: AtomicU64,
 }
 
+/// What finishing a request needs, shared by every endpoint of a balancer (so a lease holds one
+/// reference, to its endpoint, and nothing shared by all).
+pub(crate) struct Ledger {
+    pub(crate) clock: Clock,
+    pub(crate) load_cfg: LoadConfig,
+    pub(crate) classes: Classes,
+    pub(crate) eject_after: u32,
+    /// Typical latency per site.
+    pub(crate) site_loads: Vec<SiteLoad>,
+}
+
+/// Carries out the state changes a finished request asks for: the balancer, which sees the
+/// whole site (the ejection bound) and emits the events.
+pub(crate) trait Steward: Send + Sync {
+    /// Apply `step` to `ep`.
+    fn step(&self, ep: &Arc<Endpoint>, step: Step);
+}
+
 pub(crate) struct Endpoint {
     pub(crate) id: EndpointId,
     /// What finishing a request needs (clock, load settings, status sets, site averages).
-    pub(crate) shared: std::sync::Arc<crate::balancer::Shared>,
-    /// The balancer, for the rare state changes; weak so that endpoints never keep it alive.
-    pub(crate) core: std::sync::Weak<crate::balancer::Core>,
+    pub(crate) ledger: Arc<Ledger>,
+    /// The balancer's side of the rare state changes; weak, so that endpoints never keep it
+    /// alive (a lease finished after the balancer is gone changes nothing).
+    pub(crate) steward: Weak<dyn Steward>,
     pub(crate) site: usize,
     /// Index of the site target this endpoint comes from (several with DNS fan-out).
     pub(crate) origin: usize,
@@ -115,16 +131,11 @@ pub(crate) struct Endpoint {
     /// `Host` header for probes (the original host name for a fanned-out address).
     pub(crate) probe_host: String,
     pub(crate) load: Load,
-    pub(crate) health: AtomicU8,
-    pub(crate) ejected: AtomicBool,
-    /// Ejections in a row, for the backoff exponent; reset by a success.
-    pub(crate) eject_streak: AtomicU32,
+    /// Health, ejection, trial, and the runs that lead to them (see [`Standing`]).
+    pub(crate) standing: StandingCell,
     /// A request failed on it (connect, reset, timeout) since its last probe: with optimistic
     /// probing, the next probe is due.
     pub(crate) suspect: AtomicBool,
-    pub(crate) trial: AtomicU8,
-    /// Consecutive answers with a status in the ejection set.
-    pub(crate) fail_run: AtomicU32,
     pub(crate) stats: Stats,
     /// When it last left rotation (ns since the balancer's epoch), `u64::MAX` while up.
     pub(crate) down_since: AtomicU64,
@@ -146,46 +157,69 @@ impl Endpoint {
     /// May a request be sent here now? Up and not ejected, or ejected with its trial due.
     #[inline]
     pub(crate) fn pickable(&self) -> bool {
-        if self.ejected.load(Ordering::Acquire) {
-            self.trial.load(Ordering::Acquire) == TRIAL_READY
-        } else {
-            self.health.load(Ordering::Acquire) == HEALTH_UP
-        }
-    }
-
-    /// Should it be in the site's list of available endpoints?
-    pub(crate) fn listed(&self) -> bool {
-        self.pickable()
+        self.standing.load().pickable()
     }
 
     /// Take the endpoint for one request; fails only when it is a trial someone else took.
     #[inline]
     pub(crate) fn acquire(&self) -> bool {
-        if self.ejected.load(Ordering::Acquire) {
-            self.trial
-                .compare_exchange(
-                    TRIAL_READY,
-                    TRIAL_CLAIMED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        } else {
-            true
+        let s = self.standing.load();
+        if !s.ejected {
+            return true;
         }
+        self.standing.apply(Standing::claim).is_some()
+    }
+
+    /// The probes' verdict is still unknown.
+    pub(crate) fn unprobed(&self) -> bool {
+        self.standing.load().health == Health::Unknown
     }
 
     pub(crate) fn state(&self) -> EndpointState {
-        if self.ejected.load(Ordering::Acquire) {
-            return match self.trial.load(Ordering::Acquire) {
-                TRIAL_NONE => EndpointState::Ejected,
+        let s = self.standing.load();
+        if s.ejected {
+            return match s.trial {
+                Trial::None => EndpointState::Ejected,
                 _ => EndpointState::Trial,
             };
         }
-        match self.health.load(Ordering::Acquire) {
-            HEALTH_UP => EndpointState::Up,
-            HEALTH_DOWN => EndpointState::Down,
-            _ => EndpointState::Unknown,
+        match s.health {
+            Health::Up => EndpointState::Up,
+            Health::Down => EndpointState::Down,
+            Health::Unknown => EndpointState::Unknown,
+        }
+    }
+
+    /// Account for one finished request: in-flight count, statistics, latency, the ejection
+    /// rules; hands the rare state changes to the steward.
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome, latency_ns: f64, now: u64) {
+        self.load.end();
+        let ledger = &*self.ledger;
+        let signal = ledger.classes.signal(outcome);
+        let eject_after = ledger.eject_after;
+        let step = self
+            .standing
+            .apply(|s| Some(s.finished(signal, eject_after).0))
+            .and_then(|(old, _)| old.finished(signal, eject_after).1);
+        if outcome == Outcome::Cancelled {
+            return;
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if signal.failed() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let penalty = latency_ns.max(ledger.load_cfg.penalty_ns);
+            self.load.observe(penalty, now, &ledger.load_cfg);
+        } else {
+            self.load.observe(latency_ns, now, &ledger.load_cfg);
+            if let Some(site) = ledger.site_loads.get(self.site) {
+                site.observe(latency_ns, now, &ledger.load_cfg);
+            }
+        }
+        if let Some(step) = step {
+            // The balancer may be gone (its last handle dropped while this lease was out).
+            if let Some(steward) = self.steward.upgrade() {
+                steward.step(self, step);
+            }
         }
     }
 
@@ -195,12 +229,7 @@ impl Endpoint {
         }
     }
 
-    pub(crate) fn info(
-        &self,
-        now_ns: u64,
-        seed_ns: f64,
-        cfg: &crate::balance::LoadConfig,
-    ) -> EndpointInfo {
+    pub(crate) fn info(&self, now_ns: u64, seed_ns: f64, cfg: &LoadConfig) -> EndpointInfo {
         let latency = self
             .load
             .is_measured()
@@ -220,7 +249,7 @@ impl Endpoint {
     }
 }
 
-impl Candidate for std::sync::Arc<Endpoint> {
+impl Candidate for Arc<Endpoint> {
     #[inline]
     fn load(&self) -> &Load {
         &self.load
@@ -228,6 +257,6 @@ impl Candidate for std::sync::Arc<Endpoint> {
 
     #[inline]
     fn wants_trial(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed) && self.trial.load(Ordering::Relaxed) == TRIAL_READY
+        self.standing.load().wants_trial()
     }
 }

@@ -165,8 +165,8 @@ impl std::error::Error for Error {
     }
 }
 
-impl From<crate::site::SiteError> for Error {
-    fn from(e: crate::site::SiteError) -> Self {
+impl From<crate::target::SiteError> for Error {
+    fn from(e: crate::target::SiteError) -> Self {
         Error::config(e.to_string()).with_source(e)
     }
 }

@@ -23,9 +23,18 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HyperClient;
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::Core;
 use crate::endpoint::Endpoint;
+use crate::failover::Health;
 use crate::transport::Connector;
+
+/// Where the probes report: the balancer, known to the probe tasks only through this trait and
+/// only weakly (a probe task never keeps its balancer alive).
+pub(crate) trait ProbeSink: Send + Sync {
+    /// The probes changed their verdict on `ep`; `err` says why a failing probe failed.
+    fn verdict(&self, ep: &Arc<Endpoint>, health: Health, err: Option<String>);
+    /// A probe passed without changing the verdict (it ends a passive ejection).
+    fn passed(&self, ep: &Arc<Endpoint>);
+}
 
 /// Probe settings (the builder's `health_*` options).
 #[derive(Clone, Debug)]
@@ -73,14 +82,6 @@ pub(crate) fn normalize_path(p: &str) -> String {
 
 // ===== hysteresis =====
 
-/// What the probes currently say about an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Unknown,
-    Up,
-    Down,
-}
-
 /// Pure rise/fall state machine: `rise` consecutive passes to go up, `fall` consecutive failures to
 /// go down. From `Unknown`, one failure is enough to say `Down` (an endpoint starts out of rotation
 /// anyway, so saying so costs nothing and tells the operator early).
@@ -88,7 +89,7 @@ pub(crate) enum Verdict {
 pub(crate) struct Hysteresis {
     rise: u32,
     fall: u32,
-    state: Verdict,
+    state: Health,
     streak: u32,
     streak_ok: bool,
 }
@@ -98,19 +99,19 @@ impl Hysteresis {
         Hysteresis {
             rise: rise.max(1),
             fall: fall.max(1),
-            state: Verdict::Unknown,
+            state: Health::Unknown,
             streak: 0,
             streak_ok: false,
         }
     }
 
     #[cfg(test)]
-    pub(crate) fn state(&self) -> Verdict {
+    pub(crate) fn state(&self) -> Health {
         self.state
     }
 
     /// Record one probe result; returns the new verdict when it changed.
-    pub(crate) fn observe(&mut self, ok: bool) -> Option<Verdict> {
+    pub(crate) fn observe(&mut self, ok: bool) -> Option<Health> {
         if ok == self.streak_ok {
             self.streak = self.streak.saturating_add(1);
         } else {
@@ -118,9 +119,9 @@ impl Hysteresis {
             self.streak = 1;
         }
         let next = match (self.state, ok) {
-            (Verdict::Up, false) if self.streak >= self.fall => Verdict::Down,
-            (Verdict::Unknown, false) => Verdict::Down,
-            (Verdict::Down | Verdict::Unknown, true) if self.streak >= self.rise => Verdict::Up,
+            (Health::Up, false) if self.streak >= self.fall => Health::Down,
+            (Health::Unknown, false) => Health::Down,
+            (Health::Down | Health::Unknown, true) if self.streak >= self.rise => Health::Up,
             (s, _) => s,
         };
         if next != self.state {
@@ -167,6 +168,18 @@ pub(crate) type ProbeFn = Arc<
 pub(crate) enum Prober {
     Http(Box<ProbeClient>),
     Custom(ProbeFn),
+}
+
+impl Prober {
+    /// HTTP probes through `conn`: few connections, each kept a short while.
+    pub(crate) fn http(conn: Connector) -> Prober {
+        Prober::Http(Box::new(
+            HyperClient::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(1)
+                .build(conn),
+        ))
+    }
 }
 
 /// Why one probe failed, for logs and events.
@@ -217,7 +230,7 @@ pub(crate) fn probe_once(
 
 /// Probe one endpoint until cancelled or until the balancer is gone.
 pub(crate) async fn run(
-    core: Weak<Core>,
+    sink: Weak<dyn ProbeSink>,
     ep: Arc<Endpoint>,
     cfg: Arc<ProbeConfig>,
     prober: Prober,
@@ -229,14 +242,14 @@ pub(crate) async fn run(
     let host = ep.probe_host.clone();
     let url = ep.url.clone();
     let mut state = Hysteresis::new(cfg.rise, cfg.fall);
-    let mut delay = first_delay(cfg.interval, cfg.jitter, fastrand::f64());
+    let mut delay = first_delay(cfg.interval, cfg.jitter, crate::random::f64());
     // Bounded by cancellation: the loop ends when the balancer (or this endpoint) is dropped.
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = next_delay(cfg.interval, cfg.jitter, fastrand::f64());
+        delay = next_delay(cfg.interval, cfg.jitter, crate::random::f64());
         if cfg.optimistic && !due_when_optimistic(&ep) {
             continue;
         }
@@ -252,15 +265,15 @@ pub(crate) async fn run(
                 }
             } => r,
         };
-        let Some(core) = core.upgrade() else { return };
+        let Some(sink) = sink.upgrade() else { return };
         let ok = result.is_ok();
-        if let Some(verdict) = state.observe(ok) {
-            core.set_probe_verdict(&ep, verdict, result.err());
+        if let Some(health) = state.observe(ok) {
+            sink.verdict(&ep, health, result.err());
         } else if ok {
             // A passing probe also ends a passive ejection.
-            core.probe_passed(&ep);
+            sink.passed(&ep);
         }
-        drop(core);
+        drop(sink);
     }
 }
 
@@ -270,9 +283,8 @@ fn due_when_optimistic(ep: &Endpoint) -> bool {
     use std::sync::atomic::Ordering;
     // The probe about to run answers for any failure seen so far.
     let suspect = ep.suspect.swap(false, Ordering::AcqRel);
-    suspect
-        || ep.ejected.load(Ordering::Acquire)
-        || ep.health.load(Ordering::Acquire) != crate::endpoint::HEALTH_UP
+    let s = ep.standing.load();
+    suspect || s.ejected || s.health != Health::Up
 }
 
 #[cfg(test)]
@@ -293,34 +305,34 @@ mod tests {
     #[test]
     fn one_one_flips_on_each_result() {
         let mut h = Hysteresis::new(1, 1);
-        assert_eq!(h.observe(true), Some(Verdict::Up));
+        assert_eq!(h.observe(true), Some(Health::Up));
         assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(false), Some(Verdict::Down));
-        assert_eq!(h.observe(true), Some(Verdict::Up));
+        assert_eq!(h.observe(false), Some(Health::Down));
+        assert_eq!(h.observe(true), Some(Health::Up));
     }
 
     #[test]
     fn rise_and_fall_need_consecutive_results() {
         let mut h = Hysteresis::new(2, 3);
         assert_eq!(h.observe(true), None);
-        assert_eq!(h.state(), Verdict::Unknown);
-        assert_eq!(h.observe(true), Some(Verdict::Up));
+        assert_eq!(h.state(), Health::Unknown);
+        assert_eq!(h.observe(true), Some(Health::Up));
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(true), None); // streak broken
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), Some(Verdict::Down));
+        assert_eq!(h.observe(false), Some(Health::Down));
         assert_eq!(h.observe(true), None);
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(Verdict::Up));
+        assert_eq!(h.observe(true), Some(Health::Up));
     }
 
     #[test]
     fn unknown_goes_down_on_first_failure() {
         let mut h = Hysteresis::new(2, 3);
-        assert_eq!(h.observe(false), Some(Verdict::Down));
+        assert_eq!(h.observe(false), Some(Health::Down));
     }
 
     #[test]

@@ -37,21 +37,29 @@
 #![cfg_attr(not(feature = "tower"), allow(dead_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod balance;
 mod balancer;
 mod builder;
 mod clock;
+mod config;
 mod dns;
 pub mod endpoint;
 mod error;
+mod event;
 pub mod failover;
 mod health;
 #[cfg(feature = "cache")]
 mod hop;
+mod lease;
+mod load;
+pub mod options;
+mod outcome;
+pub mod policy;
+mod random;
 #[cfg(any(feature = "aws", feature = "reqwest"))]
 mod resume;
 pub mod retry;
 pub mod site;
+mod target;
 mod transport;
 
 #[cfg(feature = "tower")]
@@ -71,12 +79,22 @@ pub mod reqwest;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
 
-pub use balance::Policy;
-pub use balancer::{Balancer, Event, HostPolicy, Lease, Outcome};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use balancer::Balancer;
 pub use builder::Builder;
+pub use config::HostPolicy;
 pub use endpoint::{EndpointId, EndpointInfo, EndpointState};
 pub use error::{BoxError, Error};
+pub use event::Event;
 pub use failover::EjectReason;
+pub use lease::Lease;
+pub use outcome::Outcome;
+/// The former name of [`policy`], kept so that existing paths compile.
+pub use policy as balance;
+pub use policy::Policy;
 pub use site::Target;
 
 #[cfg(feature = "client")]

@@ -65,6 +65,12 @@ fn every_flag_every_spelling() {
             c.trace == "application" && c.trace_set
         }),
         (vec!["-t", "minio"], |c| c.trace == "minio"),
+        (vec!["--response-timeout", "1m30s"], |c| {
+            c.response_timeout == Duration::from_secs(90)
+        }),
+        (vec!["--body-timeout=250ms"], |c| {
+            c.body_timeout == Duration::from_millis(250)
+        }),
         (vec!["--trace="], |c| c.trace.is_empty() && c.trace_set),
         (vec!["--quiet"], |c| c.quiet),
         (vec!["-q"], |c| c.quiet),
@@ -152,10 +158,20 @@ fn defaults_are_sidekicks() {
 
 #[test]
 fn parsing_stops_at_the_first_site() {
-    let c = run(&["-q", "http://a:9000", "--log", "http://b:9000"]);
+    let c = run(&["-q", "http://a:9000", "http://b:9000"]);
     assert!(c.quiet);
-    assert!(!c.log, "a flag after the first SITE is a SITE");
-    assert_eq!(c.sites, ["http://a:9000", "--log", "http://b:9000"]);
+    assert_eq!(c.sites, ["http://a:9000", "http://b:9000"]);
+    // Go's flag package would take a later `--log` for a SITE (and sidekick then fails on it):
+    // here it is a usage error naming the flag and the SITE before it.
+    let (flag, msg) = usage_error(&["-q", "http://a:9000", "--log", "http://b:9000"]);
+    assert_eq!(flag.as_deref(), Some("--log"));
+    assert!(
+        msg.contains("\"--log\" comes after the SITE \"http://a:9000\""),
+        "{msg}"
+    );
+    let (flag, msg) = usage_error(&[SITE, "-x=1"]);
+    assert_eq!(flag, None, "not a known flag");
+    assert!(msg.contains("\"-x=1\""), "{msg}");
     // A bool flag takes no separate value: `false` becomes the first SITE.
     let c = run(&["--log", "false", SITE]);
     assert!(c.log);
@@ -331,4 +347,46 @@ fn read_health_path_only_with_several_sites() {
     assert_eq!(one.last_site_health_path(), None);
     let two = run(&["-r", "read", "http://a:9000", "http://b:9000"]);
     assert_eq!(two.last_site_health_path().as_deref(), Some("/read"));
+}
+
+#[test]
+fn timeouts_default_to_a_minute() {
+    let c = run(&[SITE]);
+    assert_eq!(c.response_timeout, Duration::from_secs(60));
+    assert_eq!(c.body_timeout, Duration::from_secs(60));
+    for flag in ["--response-timeout", "--body-timeout"] {
+        let (f, msg) = usage_error(&[flag, "0s", SITE]);
+        assert_eq!(f.as_deref(), Some(flag));
+        assert!(msg.contains("greater than zero"), "{msg}");
+    }
+}
+
+#[test]
+fn unusable_probe_paths_and_trace_modes_are_refused() {
+    for bad in ["/a b", "/a\r\nb", "/a\nb", "/\u{7f}", "/a\tb", "/a#b c"] {
+        let (flag, msg) = usage_error(&["--health-path", bad, SITE]);
+        assert_eq!(flag.as_deref(), Some("--health-path"), "{bad:?}");
+        assert!(msg.contains("invalid value"), "{bad:?}: {msg}");
+        let (flag, _) = usage_error(&["-r", bad, SITE]);
+        assert_eq!(flag.as_deref(), Some("--read-health-path"), "{bad:?}");
+    }
+    assert_eq!(
+        run(&["--health-path", "/minio/health/ready?x=1", SITE]).health_path,
+        "/minio/health/ready?x=1"
+    );
+    let (flag, msg) = usage_error(&["--trace", "bogus", SITE]);
+    assert_eq!(flag.as_deref(), Some("--trace"));
+    assert!(msg.contains("all, application, minio"), "{msg}");
+}
+
+#[test]
+fn site_arguments_are_checked_by_validate() {
+    let c = run(&["http://a:9000", "ftp://b"]);
+    let e = c.validate().expect_err("a bad SITE");
+    assert!(
+        e.message.contains("invalid SITE \"ftp://b\""),
+        "{}",
+        e.message
+    );
+    assert!(run(&["http://a{1...3}:9000"]).validate().is_ok());
 }

@@ -134,11 +134,11 @@ fn exit_codes_and_messages() {
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("USAGE:"));
     let o = output(&[]);
-    assert_eq!(o.status.code(), Some(1), "no SITE: help and exit 1");
+    assert_eq!(o.status.code(), Some(2), "no SITE: help and exit 2 (usage)");
     assert!(String::from_utf8_lossy(&o.stdout).contains("USAGE:"));
     let o = output(&["--address", "127.0.0.1:1", "ftp://x"]);
-    assert_eq!(o.status.code(), Some(1), "a bad SITE is fatal");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("<ERROR>"));
+    assert_eq!(o.status.code(), Some(2), "a bad SITE is a usage error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid SITE"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@
 /**
  * The `version` a `sidekick_options` must carry; `sidekick_options_init` sets it.
  */
-#define SIDEKICK_OPTIONS_VERSION 1
+#define SIDEKICK_OPTIONS_VERSION 2
 
 /**
  * The result of every fallible function. `SIDEKICK_STATUS_OK` (0) is success; any other value is
@@ -429,6 +429,11 @@ typedef struct sidekick_options {
    * from it are freed. Default: NULL.
    */
   void *on_event_user_data;
+  /**
+   * Optimistic probing: once an endpoint is up, probe it again only after a request failed on
+   * it (fewer probes from many clients). Default: false. (Added in version 2.)
+   */
+  bool health_optimistic;
 } sidekick_options;
 
 /**

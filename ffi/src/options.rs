@@ -1,20 +1,22 @@
 //! Configuration: the `sidekick_options` struct, the `key=value` config string, and how both
 //! become a [`sidekick::Builder`].
 //!
-//! Both paths produce a [`Settings`] (every option optional: `None` keeps the engine's default),
-//! so the engine stays the one place that validates values and knows most defaults.
+//! Both paths set the engine's options by name through its table ([`sidekick::options`]): the
+//! engine parses and checks every value and holds every default, `sidekick_options_init` included.
+//! What is the C ABI's own: the struct's layout, `*_ms` keys (whole milliseconds) and "0 means
+//! the default or none" for fields where 0 is not a valid value, `site=`, and `worker_threads`.
 
 use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
-use sidekick::{HostPolicy, Policy};
+use sidekick::options::{self, Kind, Value};
 
 use crate::error::Failure;
 use crate::event::sidekick_event_callback;
 use crate::ffi::{self, EventSink};
 
 /// The `version` a `sidekick_options` must carry; `sidekick_options_init` sets it.
-pub const SIDEKICK_OPTIONS_VERSION: u32 = 1;
+pub const SIDEKICK_OPTIONS_VERSION: u32 = 2;
 
 /// Worker threads of a balancer's runtime when `worker_threads` is 0.
 const DEFAULT_WORKER_THREADS: usize = 2;
@@ -134,51 +136,96 @@ pub struct sidekick_options {
     /// Passed unchanged to `on_event`; must stay valid until the balancer and every lease picked
     /// from it are freed. Default: NULL.
     pub on_event_user_data: *mut c_void,
+    /// Optimistic probing: once an endpoint is up, probe it again only after a request failed on
+    /// it (fewer probes from many clients). Default: false. (Added in version 2.)
+    pub health_optimistic: bool,
+}
+
+/// The engine's default of option `name`, from its table.
+fn default_of(name: &str) -> Value {
+    options::find(name)
+        .map(|o| o.default())
+        .unwrap_or(Value::None)
+}
+
+fn default_ms(name: &str) -> u64 {
+    match default_of(name) {
+        Value::Duration(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        _ => 0,
+    }
+}
+
+fn default_int(name: &str) -> u64 {
+    match default_of(name) {
+        Value::Int(n) => n,
+        _ => 0,
+    }
+}
+
+fn default_u32(name: &str) -> u32 {
+    u32::try_from(default_int(name)).unwrap_or(0)
+}
+
+fn default_usize(name: &str) -> usize {
+    usize::try_from(default_int(name)).unwrap_or(0)
+}
+
+fn default_f64(name: &str) -> f64 {
+    match default_of(name) {
+        Value::Number(x) => x,
+        _ => 0.0,
+    }
+}
+
+fn default_bool(name: &str) -> bool {
+    default_of(name) == Value::Bool(true)
 }
 
 impl Default for sidekick_options {
+    /// Every default, read from the engine's table of options.
     fn default() -> Self {
         sidekick_options {
             version: SIDEKICK_OPTIONS_VERSION,
             policy: std::ptr::null(),
-            health_check: true,
+            health_check: default_bool("health_check"),
             health_path: std::ptr::null(),
             last_site_health_path: std::ptr::null(),
             health_port: 0,
-            health_interval_ms: 5_000,
-            health_timeout_ms: 10_000,
-            health_jitter: 0.2,
+            health_interval_ms: default_ms("health_interval"),
+            health_timeout_ms: default_ms("health_timeout"),
+            health_jitter: default_f64("health_jitter"),
             healthy_statuses: std::ptr::null(),
             healthy_statuses_len: 0,
-            rise: 1,
-            fall: 1,
+            rise: default_u32("rise"),
+            fall: default_u32("fall"),
             eject_statuses: std::ptr::null(),
             eject_statuses_len: 0,
-            eject_after: 5,
-            max_ejected_share: 0.5,
-            eject_backoff_base_ms: EJECT_BACKOFF_BASE.as_millis() as u64,
-            eject_backoff_max_ms: EJECT_BACKOFF_MAX.as_millis() as u64,
+            eject_after: default_u32("eject_after"),
+            max_ejected_share: default_f64("max_ejected_share"),
+            eject_backoff_base_ms: default_ms("eject_backoff_base"),
+            eject_backoff_max_ms: default_ms("eject_backoff_max"),
             failure_statuses: std::ptr::null(),
             failure_statuses_len: 0,
-            failure_penalty_ms: 1_000,
-            ewma_decay_ms: 10_000,
-            default_rtt_ms: 10,
-            max_attempts: 3,
+            failure_penalty_ms: default_ms("failure_penalty"),
+            ewma_decay_ms: default_ms("ewma_decay"),
+            default_rtt_ms: default_ms("default_rtt"),
+            max_attempts: default_u32("max_attempts"),
             retry_statuses: std::ptr::null(),
             retry_statuses_len: 0,
-            retry_buffer: 64 * 1024,
-            retry_budget_ratio: RETRY_BUDGET_RATIO,
-            retry_budget_min_per_sec: RETRY_BUDGET_MIN_PER_SEC,
+            retry_buffer: default_usize("retry_buffer"),
+            retry_budget_ratio: default_f64("retry_budget_ratio"),
+            retry_budget_min_per_sec: default_u32("retry_budget_min_per_sec"),
             host_policy: std::ptr::null(),
             attempt_timeout_ms: 0,
-            connect_timeout_ms: 3_000,
-            rr_dns: false,
-            dns_refresh_ms: 30_000,
-            pool_idle_timeout_ms: 90_000,
-            pool_max_idle_per_host: 1024,
+            connect_timeout_ms: default_ms("connect_timeout"),
+            rr_dns: default_bool("rr_dns"),
+            dns_refresh_ms: default_ms("dns_refresh"),
+            pool_idle_timeout_ms: default_ms("pool_idle_timeout"),
+            pool_max_idle_per_host: default_usize("pool_max_idle_per_host"),
             worker_threads: DEFAULT_WORKER_THREADS as u32,
             on_event: None,
             on_event_user_data: std::ptr::null_mut(),
+            health_optimistic: default_bool("health_optimistic"),
         }
     }
 }
@@ -198,53 +245,36 @@ pub extern "C" fn sidekick_options_init(opts: *mut sidekick_options) -> crate::s
     })
 }
 
-/// Everything a balancer is built from; `None` keeps the engine's default.
-#[derive(Default)]
+/// Everything a balancer is built from: the sites, an engine builder with every option set, and
+/// what only the C ABI has.
 pub(crate) struct Settings {
     pub(crate) sites: Vec<String>,
-    policy: Option<Policy>,
-    health_check: Option<bool>,
-    health_path: Option<String>,
-    last_site_health_path: Option<String>,
-    health_port: Option<u16>,
-    health_interval: Option<Duration>,
-    health_timeout: Option<Duration>,
-    health_jitter: Option<f64>,
-    /// Config string only (`health_optimistic=on`): the options struct keeps its layout.
-    health_optimistic: Option<bool>,
-    healthy_statuses: Option<Vec<u16>>,
-    rise: Option<u32>,
-    fall: Option<u32>,
-    eject_statuses: Option<Vec<u16>>,
-    eject_after: Option<u32>,
-    max_ejected_share: Option<f64>,
-    eject_backoff_base: Option<Duration>,
-    eject_backoff_max: Option<Duration>,
-    failure_statuses: Option<Vec<u16>>,
-    failure_penalty: Option<Duration>,
-    ewma_decay: Option<Duration>,
-    default_rtt: Option<Duration>,
-    max_attempts: Option<u32>,
-    retry_statuses: Option<Vec<u16>>,
-    retry_buffer: Option<usize>,
-    retry_budget_ratio: Option<f64>,
-    retry_budget_min_per_sec: Option<u32>,
-    host_policy: Option<HostPolicy>,
-    attempt_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    rr_dns: Option<bool>,
-    dns_refresh: Option<Duration>,
-    pool_idle_timeout: Option<Duration>,
-    pool_max_idle_per_host: Option<usize>,
+    builder: sidekick::Builder,
     worker_threads: Option<usize>,
     pub(crate) events: Option<EventSink>,
 }
 
-// The engine's defaults for the options it only takes in pairs (a missing half keeps its default).
-const EJECT_BACKOFF_BASE: Duration = Duration::from_secs(1);
-const EJECT_BACKOFF_MAX: Duration = Duration::from_secs(60);
-const RETRY_BUDGET_RATIO: f64 = 0.2;
-const RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sites: Vec::new(),
+            builder: sidekick::Builder::new(),
+            worker_threads: None,
+            events: None,
+        }
+    }
+}
+
+/// A field of `sidekick_options` whose 0 means "the default" (0 is not a valid value there, or,
+/// for the optional ones, means none).
+fn nonzero<T: Into<u64>>(v: T) -> Option<Value> {
+    let v = v.into();
+    (v != 0).then_some(Value::Int(v))
+}
+
+fn nonzero_ms(v: u64) -> Option<Value> {
+    (v != 0).then(|| Value::Duration(Duration::from_millis(v)))
+}
 
 impl Settings {
     /// The number of worker threads for the balancer's runtime.
@@ -252,63 +282,20 @@ impl Settings {
         self.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS)
     }
 
-    /// A builder with the sites and every option set.
-    pub(crate) fn builder(&self) -> sidekick::Builder {
-        let mut b = sidekick::Balancer::builder().sites(&self.sites);
-        // Options whose builder method has the field's name and takes its value.
-        macro_rules! set {
-            ($($field:ident),* $(,)?) => {
-                $(if let Some(v) = self.$field.clone() { b = b.$field(v); })*
-            };
-        }
-        set!(
-            policy,
-            health_check,
-            health_path,
-            last_site_health_path,
-            health_port,
-            health_interval,
-            health_timeout,
-            health_jitter,
-            health_optimistic,
-            healthy_statuses,
-            rise,
-            fall,
-            eject_statuses,
-            eject_after,
-            max_ejected_share,
-            failure_statuses,
-            failure_penalty,
-            ewma_decay,
-            default_rtt,
-            max_attempts,
-            retry_statuses,
-            retry_buffer,
-            host_policy,
-            attempt_timeout,
-            connect_timeout,
-            rr_dns,
-            dns_refresh,
-            pool_idle_timeout,
-            pool_max_idle_per_host,
-        );
-        if self.eject_backoff_base.is_some() || self.eject_backoff_max.is_some() {
-            b = b.eject_backoff(
-                self.eject_backoff_base.unwrap_or(EJECT_BACKOFF_BASE),
-                self.eject_backoff_max.unwrap_or(EJECT_BACKOFF_MAX),
-            );
-        }
-        if self.retry_budget_ratio.is_some() || self.retry_budget_min_per_sec.is_some() {
-            b = b.retry_budget(
-                self.retry_budget_ratio.unwrap_or(RETRY_BUDGET_RATIO),
-                self.retry_budget_min_per_sec
-                    .unwrap_or(RETRY_BUDGET_MIN_PER_SEC),
-            );
-        }
+    /// The engine builder with the sites and every option set.
+    pub(crate) fn builder(self) -> sidekick::Builder {
+        let mut b = self.builder.sites(&self.sites);
         if let Some(sink) = self.events {
             b = b.on_event(move |ev| crate::event::deliver(&sink, ev));
         }
         b
+    }
+
+    /// Set engine option `name` (a value the engine rejects fails, naming it).
+    fn set(&mut self, name: &str, value: Value) -> Result<(), Failure> {
+        let b = std::mem::take(&mut self.builder);
+        self.builder = b.set(name, value)?;
+        Ok(())
     }
 
     /// Settings from a `sidekick_options` struct.
@@ -319,12 +306,12 @@ impl Settings {
                 o.version
             )));
         }
-        let string = |name: &str, p: *const c_char| -> Result<Option<String>, Failure> {
+        let string = |name: &str, p: *const c_char| -> Result<Option<Value>, Failure> {
             ffi::try_str(p)
-                .map(|s| s.map(str::to_string))
+                .map(|s| s.map(|s| Value::Text(s.to_string())))
                 .map_err(|()| Failure::config(format!("field `{name}` is not UTF-8")))
         };
-        let list = |name: &str, p: *const u16, len: usize| -> Result<Option<Vec<u16>>, Failure> {
+        let list = |name: &str, p: *const u16, len: usize| -> Result<Option<Value>, Failure> {
             if p.is_null() {
                 return if len == 0 {
                     Ok(None)
@@ -334,78 +321,106 @@ impl Settings {
                     )))
                 };
             }
-            Ok(ffi::try_slice(p, len).map(<[u16]>::to_vec))
+            Ok(ffi::try_slice(p, len).map(|s| Value::Statuses(s.to_vec())))
         };
-        let ms = |v: u64| Duration::from_millis(v);
-        // 0 means "the default" where 0 is not a valid value.
-        let nonzero_ms = |v: u64| (v != 0).then(|| ms(v));
-        let nonzero = |v: u32| (v != 0).then_some(v);
-        let policy = match string("policy", o.policy)? {
-            Some(p) => Some(parse_policy("policy", &p)?),
-            None => None,
-        };
-        let host_policy = match string("host_policy", o.host_policy)? {
-            Some(p) => Some(parse_host_policy("host_policy", &p)?),
-            None => None,
-        };
-        let worker_threads = match o.worker_threads {
-            0 => None,
-            n => Some(check_workers("worker_threads", u64::from(n))?),
-        };
-        Ok(Settings {
-            sites: Vec::new(),
-            policy,
-            health_check: Some(o.health_check),
-            health_path: string("health_path", o.health_path)?,
-            last_site_health_path: string("last_site_health_path", o.last_site_health_path)?,
-            health_port: (o.health_port != 0).then_some(o.health_port),
-            health_interval: nonzero_ms(o.health_interval_ms),
-            health_timeout: nonzero_ms(o.health_timeout_ms),
-            health_jitter: Some(o.health_jitter),
-            // Not in the struct (its layout is the ABI): only through the config string.
-            health_optimistic: None,
-            healthy_statuses: list(
+        let ms = |v: u64| Some(Value::Duration(Duration::from_millis(v)));
+        let int = |v: u64| Some(Value::Int(v));
+        let num = |v: f64| Some(Value::Number(v));
+        let flag = |v: bool| Some(Value::Bool(v));
+        // Field by field: the option it sets, and its value (`None`: the engine's default).
+        let fields: [(&str, Option<Value>); 34] = [
+            ("policy", string("policy", o.policy)?),
+            ("health_check", flag(o.health_check)),
+            ("health_path", string("health_path", o.health_path)?),
+            (
+                "last_site_health_path",
+                string("last_site_health_path", o.last_site_health_path)?,
+            ),
+            ("health_port", nonzero(o.health_port)),
+            ("health_interval", nonzero_ms(o.health_interval_ms)),
+            ("health_timeout", nonzero_ms(o.health_timeout_ms)),
+            ("health_jitter", num(o.health_jitter)),
+            ("health_optimistic", flag(o.health_optimistic)),
+            (
                 "healthy_statuses",
-                o.healthy_statuses,
-                o.healthy_statuses_len,
-            )?,
-            rise: nonzero(o.rise),
-            fall: nonzero(o.fall),
-            eject_statuses: list("eject_statuses", o.eject_statuses, o.eject_statuses_len)?,
-            eject_after: nonzero(o.eject_after),
-            max_ejected_share: Some(o.max_ejected_share),
-            eject_backoff_base: nonzero_ms(o.eject_backoff_base_ms),
-            eject_backoff_max: nonzero_ms(o.eject_backoff_max_ms),
-            failure_statuses: list(
+                list(
+                    "healthy_statuses",
+                    o.healthy_statuses,
+                    o.healthy_statuses_len,
+                )?,
+            ),
+            ("rise", nonzero(o.rise)),
+            ("fall", nonzero(o.fall)),
+            (
+                "eject_statuses",
+                list("eject_statuses", o.eject_statuses, o.eject_statuses_len)?,
+            ),
+            ("eject_after", nonzero(o.eject_after)),
+            ("max_ejected_share", num(o.max_ejected_share)),
+            ("eject_backoff_base", nonzero_ms(o.eject_backoff_base_ms)),
+            ("eject_backoff_max", nonzero_ms(o.eject_backoff_max_ms)),
+            (
                 "failure_statuses",
-                o.failure_statuses,
-                o.failure_statuses_len,
-            )?,
-            failure_penalty: Some(ms(o.failure_penalty_ms)),
-            ewma_decay: nonzero_ms(o.ewma_decay_ms),
-            default_rtt: nonzero_ms(o.default_rtt_ms),
-            max_attempts: nonzero(o.max_attempts),
-            retry_statuses: list("retry_statuses", o.retry_statuses, o.retry_statuses_len)?,
-            retry_buffer: Some(o.retry_buffer),
-            retry_budget_ratio: Some(o.retry_budget_ratio),
-            retry_budget_min_per_sec: Some(o.retry_budget_min_per_sec),
-            host_policy,
-            attempt_timeout: nonzero_ms(o.attempt_timeout_ms),
-            connect_timeout: nonzero_ms(o.connect_timeout_ms),
-            rr_dns: Some(o.rr_dns),
-            dns_refresh: nonzero_ms(o.dns_refresh_ms),
-            pool_idle_timeout: Some(ms(o.pool_idle_timeout_ms)),
-            pool_max_idle_per_host: Some(o.pool_max_idle_per_host),
-            worker_threads,
-            events: EventSink::new(o.on_event, o.on_event_user_data),
-        })
+                list(
+                    "failure_statuses",
+                    o.failure_statuses,
+                    o.failure_statuses_len,
+                )?,
+            ),
+            ("failure_penalty", ms(o.failure_penalty_ms)),
+            ("ewma_decay", nonzero_ms(o.ewma_decay_ms)),
+            ("default_rtt", nonzero_ms(o.default_rtt_ms)),
+            ("max_attempts", nonzero(o.max_attempts)),
+            (
+                "retry_statuses",
+                list("retry_statuses", o.retry_statuses, o.retry_statuses_len)?,
+            ),
+            ("retry_buffer", int(o.retry_buffer as u64)),
+            ("retry_budget_ratio", num(o.retry_budget_ratio)),
+            (
+                "retry_budget_min_per_sec",
+                int(u64::from(o.retry_budget_min_per_sec)),
+            ),
+            ("host_policy", string("host_policy", o.host_policy)?),
+            ("attempt_timeout", nonzero_ms(o.attempt_timeout_ms)),
+            ("connect_timeout", nonzero_ms(o.connect_timeout_ms)),
+            ("rr_dns", flag(o.rr_dns)),
+            ("dns_refresh", nonzero_ms(o.dns_refresh_ms)),
+            ("pool_idle_timeout", ms(o.pool_idle_timeout_ms)),
+            (
+                "pool_max_idle_per_host",
+                int(o.pool_max_idle_per_host as u64),
+            ),
+            ("worker_threads", nonzero(o.worker_threads)),
+        ];
+        let mut s = Settings::default();
+        for (name, value) in fields {
+            if let Some(v) = value {
+                s.set_key(name, v)?;
+            }
+        }
+        s.events = EventSink::new(o.on_event, o.on_event_user_data);
+        Ok(s)
+    }
+
+    /// A typed value for `key`: `worker_threads` is the C ABI's, the rest the engine's.
+    fn set_key(&mut self, key: &str, v: Value) -> Result<(), Failure> {
+        if key == "worker_threads" {
+            let n = match v {
+                Value::Int(n) => n,
+                _ => 0,
+            };
+            self.worker_threads = Some(check_workers(key, n)?);
+            return Ok(());
+        }
+        self.set(key, v)
     }
 
     /// Settings from a config string: `key=value` entries separated by newlines or `;`, blank
     /// entries and `#` comments ignored, `site=` repeatable (appended in order). The keys are the
-    /// field names of `sidekick_options` (without the callback fields); status lists are
-    /// comma-separated statuses or ranges (`500-599,429`), booleans `true|false|on|off|yes|no|1|0`,
-    /// `*_ms` values whole milliseconds.
+    /// field names of `sidekick_options` (without the callback fields); the values are the
+    /// engine's text forms (see [`sidekick::options`]), except that `*_ms` keys take whole
+    /// milliseconds and an optional setting is none when given 0.
     pub(crate) fn from_config(text: &str) -> Result<Settings, Failure> {
         let mut s = Settings::default();
         for entry in text.split(['\n', ';']) {
@@ -416,85 +431,52 @@ impl Settings {
             let Some((key, value)) = entry.split_once('=') else {
                 return Err(Failure::config(format!("`{entry}`: expected key=value")));
             };
-            s.set(key.trim(), value.trim())?;
+            s.set_text(key.trim(), value.trim())?;
         }
         Ok(s)
     }
 
     /// Set one option from its config-string form.
-    fn set(&mut self, key: &str, v: &str) -> Result<(), Failure> {
-        let ms = |v: &str| parse_uint(key, v).map(Duration::from_millis);
-        let pos_ms = |v: &str| match parse_uint(key, v)? {
-            0 => Err(bad(key, v, "a duration of at least 1 ms")),
-            n => Ok(Duration::from_millis(n)),
-        };
-        let u32_ = |v: &str| -> Result<u32, Failure> {
-            u32::try_from(parse_uint(key, v)?).map_err(|_| bad(key, v, "a number below 2^32"))
-        };
-        let usize_ = |v: &str| -> Result<usize, Failure> {
-            usize::try_from(parse_uint(key, v)?).map_err(|_| bad(key, v, "a smaller number"))
-        };
+    fn set_text(&mut self, key: &str, v: &str) -> Result<(), Failure> {
         match key {
             "site" => {
                 if v.is_empty() {
                     return Err(bad(key, v, "a site, e.g. http://10.0.0.{1...4}:9000"));
                 }
-                self.sites.push(v.to_string())
+                self.sites.push(v.to_string());
+                return Ok(());
             }
-            "policy" => self.policy = Some(parse_policy(key, v)?),
-            "health_check" => self.health_check = Some(parse_bool(key, v)?),
-            "health_path" => self.health_path = Some(v.to_string()),
-            "last_site_health_path" => self.last_site_health_path = Some(v.to_string()),
-            "health_port" => {
-                self.health_port = match parse_uint(key, v)? {
-                    0 => None,
-                    p => Some(u16::try_from(p).map_err(|_| bad(key, v, "a port (1-65535)"))?),
-                }
-            }
-            "health_interval_ms" => self.health_interval = Some(pos_ms(v)?),
-            "health_timeout_ms" => self.health_timeout = Some(pos_ms(v)?),
-            "health_jitter" => self.health_jitter = Some(parse_f64(key, v)?),
-            "health_optimistic" => self.health_optimistic = Some(parse_bool(key, v)?),
-            "healthy_statuses" => self.healthy_statuses = Some(parse_statuses(key, v)?),
-            "rise" => self.rise = Some(u32_(v)?),
-            "fall" => self.fall = Some(u32_(v)?),
-            "eject_statuses" => self.eject_statuses = Some(parse_statuses(key, v)?),
-            "eject_after" => self.eject_after = Some(u32_(v)?),
-            "max_ejected_share" => self.max_ejected_share = Some(parse_f64(key, v)?),
-            "eject_backoff_base_ms" => self.eject_backoff_base = Some(pos_ms(v)?),
-            "eject_backoff_max_ms" => self.eject_backoff_max = Some(pos_ms(v)?),
-            "failure_statuses" => self.failure_statuses = Some(parse_statuses(key, v)?),
-            "failure_penalty_ms" => self.failure_penalty = Some(ms(v)?),
-            "ewma_decay_ms" => self.ewma_decay = Some(pos_ms(v)?),
-            "default_rtt_ms" => self.default_rtt = Some(pos_ms(v)?),
-            "max_attempts" => self.max_attempts = Some(u32_(v)?),
-            "retry_statuses" => self.retry_statuses = Some(parse_statuses(key, v)?),
-            "retry_buffer" => self.retry_buffer = Some(usize_(v)?),
-            "retry_budget_ratio" => self.retry_budget_ratio = Some(parse_f64(key, v)?),
-            "retry_budget_min_per_sec" => self.retry_budget_min_per_sec = Some(u32_(v)?),
-            "host_policy" => self.host_policy = Some(parse_host_policy(key, v)?),
-            "attempt_timeout_ms" => {
-                // 0: no attempt timeout (the default).
-                self.attempt_timeout = match parse_uint(key, v)? {
-                    0 => None,
-                    n => Some(Duration::from_millis(n)),
-                }
-            }
-            "connect_timeout_ms" => self.connect_timeout = Some(pos_ms(v)?),
-            "rr_dns" => self.rr_dns = Some(parse_bool(key, v)?),
-            "dns_refresh_ms" => self.dns_refresh = Some(pos_ms(v)?),
-            "pool_idle_timeout_ms" => self.pool_idle_timeout = Some(ms(v)?),
-            "pool_max_idle_per_host" => self.pool_max_idle_per_host = Some(usize_(v)?),
             "worker_threads" => {
-                self.worker_threads = Some(check_workers(key, parse_uint(key, v)?)?)
+                let n = v
+                    .parse::<u64>()
+                    .map_err(|_| bad(key, v, "a whole number"))?;
+                return self.set_key(key, Value::Int(n));
             }
-            _ => {
-                return Err(Failure::config(format!(
-                    "unknown option `{key}` (value `{v}`)"
-                )))
-            }
+            _ => {}
         }
-        Ok(())
+        // `health_interval_ms=250`: the engine's `health_interval`, in whole milliseconds.
+        if let Some(name) = key.strip_suffix("_ms") {
+            let option = options::find(name)
+                .ok()
+                .filter(|o| matches!(o.kind(), Kind::Duration | Kind::OptionalDuration))
+                .ok_or_else(|| Failure::config(format!("unknown option `{key}` (value `{v}`)")))?;
+            let n = v
+                .parse::<u64>()
+                .map_err(|_| bad(key, v, "whole milliseconds (0 or more)"))?;
+            let value = if n == 0 && option.kind().is_optional() {
+                Value::None
+            } else {
+                Value::Duration(Duration::from_millis(n))
+            };
+            return self.set(name, value);
+        }
+        let option = options::find(key)?;
+        let value = if v == "0" && option.kind().is_optional() {
+            Value::None
+        } else {
+            option.parse(v)?
+        };
+        self.set(key, value)
     }
 }
 
@@ -502,39 +484,6 @@ fn bad(key: &str, value: &str, expected: &str) -> Failure {
     Failure::config(format!(
         "option `{key}`: `{value}` is not valid, expected {expected}"
     ))
-}
-
-fn parse_uint(key: &str, v: &str) -> Result<u64, Failure> {
-    v.parse::<u64>()
-        .map_err(|_| bad(key, v, "a whole number (0 or more)"))
-}
-
-fn parse_f64(key: &str, v: &str) -> Result<f64, Failure> {
-    match v.parse::<f64>() {
-        Ok(x) if x.is_finite() => Ok(x),
-        _ => Err(bad(key, v, "a decimal number")),
-    }
-}
-
-fn parse_bool(key: &str, v: &str) -> Result<bool, Failure> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "on" | "yes" | "1" => Ok(true),
-        "false" | "off" | "no" | "0" => Ok(false),
-        _ => Err(bad(key, v, "true or false")),
-    }
-}
-
-fn parse_policy(key: &str, v: &str) -> Result<Policy, Failure> {
-    v.parse::<Policy>()
-        .map_err(|_| bad(key, v, "p2c, least, round-robin or random"))
-}
-
-fn parse_host_policy(key: &str, v: &str) -> Result<HostPolicy, Failure> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "keep" => Ok(HostPolicy::Keep),
-        "rewrite" => Ok(HostPolicy::Rewrite),
-        _ => Err(bad(key, v, "keep or rewrite")),
-    }
 }
 
 fn check_workers(key: &str, n: u64) -> Result<usize, Failure> {
@@ -546,23 +495,6 @@ fn check_workers(key: &str, n: u64) -> Result<usize, Failure> {
             &format!("1 to {MAX_WORKER_THREADS} threads"),
         )),
     }
-}
-
-/// `500-599,429` → every status; empty → the empty list. The engine checks the 100-599 range.
-fn parse_statuses(key: &str, v: &str) -> Result<Vec<u16>, Failure> {
-    let mut out = Vec::new();
-    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let status = |t: &str| t.trim().parse::<u16>().ok().filter(|s| *s <= 999);
-        let (lo, hi) = match item.split_once('-') {
-            Some((a, b)) => (status(a), status(b)),
-            None => (status(item), status(item)),
-        };
-        match (lo, hi) {
-            (Some(lo), Some(hi)) if lo <= hi => out.extend(lo..=hi),
-            _ => return Err(bad(key, item, "HTTP statuses or ranges, e.g. 500-599,429")),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -577,6 +509,14 @@ mod tests {
                 f.message
             }
         }
+    }
+
+    fn get(s: &Settings, name: &str) -> Value {
+        s.builder.get(name).expect("known option")
+    }
+
+    fn ms(n: u64) -> Value {
+        Value::Duration(Duration::from_millis(n))
     }
 
     #[test]
@@ -600,21 +540,36 @@ mod tests {
             s.sites,
             ["http://127.0.0.1:{9001...9002}", "http://127.0.0.2:9000"]
         );
-        assert_eq!(s.policy, Some(Policy::Least));
-        assert_eq!(s.health_check, Some(false));
-        assert_eq!(s.health_port, Some(81));
-        assert_eq!(s.health_jitter, Some(0.0));
-        assert_eq!(s.health_optimistic, Some(true));
-        assert_eq!(s.healthy_statuses, Some(vec![200, 204]));
-        assert_eq!(s.eject_statuses, Some(vec![500, 501, 502, 503]));
-        assert_eq!(s.failure_statuses, Some(vec![]));
-        assert_eq!(s.max_ejected_share, Some(0.0));
-        assert_eq!(s.host_policy, Some(HostPolicy::Rewrite));
-        assert_eq!(s.attempt_timeout, Some(Duration::from_millis(700)));
-        assert_eq!(s.pool_max_idle_per_host, Some(0));
+        assert_eq!(get(&s, "policy"), Value::Text("least".into()));
+        assert_eq!(get(&s, "health_check"), Value::Bool(false));
+        assert_eq!(get(&s, "health_port"), Value::Int(81));
+        assert_eq!(get(&s, "health_interval"), ms(250));
+        assert_eq!(get(&s, "health_jitter"), Value::Number(0.0));
+        assert_eq!(get(&s, "health_optimistic"), Value::Bool(true));
+        assert_eq!(get(&s, "healthy_statuses"), Value::Statuses(vec![200, 204]));
+        assert_eq!(
+            get(&s, "eject_statuses"),
+            Value::Statuses(vec![500, 501, 502, 503])
+        );
+        assert_eq!(get(&s, "failure_statuses"), Value::Statuses(vec![]));
+        assert_eq!(get(&s, "max_ejected_share"), Value::Number(0.0));
+        assert_eq!(get(&s, "eject_backoff_max"), ms(20));
+        assert_eq!(get(&s, "host_policy"), Value::Text("rewrite".into()));
+        assert_eq!(get(&s, "attempt_timeout"), ms(700));
+        assert_eq!(get(&s, "pool_max_idle_per_host"), Value::Int(0));
+        assert_eq!(get(&s, "retry_budget_ratio"), Value::Number(1.5));
         assert_eq!(s.worker_threads(), 1);
-        assert_eq!(s.rr_dns, Some(true));
+        assert_eq!(get(&s, "rr_dns"), Value::Bool(true));
+        // 0 turns an optional setting off.
+        let s = Settings::from_config("attempt_timeout_ms=0; health_port=0").expect("valid");
+        assert_eq!(get(&s, "attempt_timeout"), Value::None);
+        assert_eq!(get(&s, "health_port"), Value::None);
         // Every option passes the engine's own validation.
+        let s = Settings::from_config(
+            "site=http://127.0.0.1:9001; health_check=off; eject_backoff_base_ms=10; \
+             eject_backoff_max_ms=20; failure_penalty_ms=0; pool_idle_timeout_ms=0",
+        )
+        .expect("valid");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -629,6 +584,10 @@ mod tests {
         assert!(m.contains("health_interval_ms") && m.contains("abc"), "{m}");
         let m = msg(Settings::from_config("nope=1"));
         assert!(m.contains("unknown option `nope`"), "{m}");
+        let m = msg(Settings::from_config("nope_ms=1"));
+        assert!(m.contains("unknown option `nope_ms`"), "{m}");
+        let m = msg(Settings::from_config("rise_ms=1"));
+        assert!(m.contains("unknown option `rise_ms`"), "{m}");
         let m = msg(Settings::from_config("policy=fastest"));
         assert!(m.contains("policy") && m.contains("fastest"), "{m}");
         let m = msg(Settings::from_config("eject_statuses=500-abc"));
@@ -639,17 +598,29 @@ mod tests {
         assert!(m.contains("worker_threads"), "{m}");
         let m = msg(Settings::from_config("health_jitter=NaN"));
         assert!(m.contains("health_jitter"), "{m}");
+        let m = msg(Settings::from_config("site="));
+        assert!(m.contains("site"), "{m}");
     }
 
     #[test]
-    fn options_defaults_keep_the_engine_defaults() {
+    fn options_defaults_are_the_engine_defaults() {
         let o = sidekick_options::default();
         let s = Settings::from_options(&o).expect("defaults are valid");
         assert_eq!(s.worker_threads(), DEFAULT_WORKER_THREADS);
-        assert!(s.policy.is_none() && s.healthy_statuses.is_none());
-        assert_eq!(s.eject_backoff_base, Some(EJECT_BACKOFF_BASE));
-        assert_eq!(s.eject_backoff_max, Some(EJECT_BACKOFF_MAX));
-        assert_eq!(s.retry_budget_ratio, Some(RETRY_BUDGET_RATIO));
+        // Every option the struct carries reads back as the engine's default.
+        let fresh = sidekick::Builder::new();
+        for info in sidekick::options::all() {
+            assert_eq!(
+                get(&s, info.name()),
+                fresh.get(info.name()).expect("known"),
+                "{}",
+                info.name()
+            );
+        }
+        assert_eq!(o.health_interval_ms, 5_000);
+        assert_eq!(o.eject_backoff_max_ms, 60_000);
+        assert_eq!(o.retry_budget_ratio, 0.2);
+        assert!(!o.health_optimistic);
         let zeroed = sidekick_options {
             version: 0,
             ..sidekick_options::default()
@@ -662,5 +633,15 @@ mod tests {
         };
         let m = msg(Settings::from_options(&bad_list));
         assert!(m.contains("eject_statuses"), "{m}");
+    }
+
+    #[test]
+    fn the_struct_reaches_health_optimistic() {
+        let o = sidekick_options {
+            health_optimistic: true,
+            ..sidekick_options::default()
+        };
+        let s = Settings::from_options(&o).expect("valid");
+        assert_eq!(get(&s, "health_optimistic"), Value::Bool(true));
     }
 }

@@ -1,65 +1,33 @@
 //! Keyword options of `sidekick.Balancer(...)` / `sidekick.Client(...)`, checked and kept.
 //!
-//! Each option is parsed once, into a setter of the engine's [`sidekick::Builder`]. The list of
-//! setters is the balancer's stored configuration: it builds the engine balancer at construction
-//! and again in a forked child. Every mistake is a `sidekick.ConfigError` naming the option.
+//! The names, kinds and defaults are the engine's ([`sidekick::options`]): a keyword is looked up
+//! in that table, its Python value converted by the option's kind (seconds or a `timedelta` for
+//! a duration, an iterable of ints for statuses, ...) and set on an engine builder at once, so
+//! every mistake is a `sidekick.ConfigError` naming the option when the balancer is constructed.
+//! Only what Python adds is listed here: `on_event`, `warmup`, and the pairs `eject_backoff` and
+//! `retry_budget`. The configured builder is kept: it builds the engine balancer at construction
+//! and again in a forked child.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use sidekick::options::{Kind, Value};
 
 use crate::errors;
-
-type Setter = Arc<dyn Fn(sidekick::Builder) -> sidekick::Builder + Send + Sync>;
-
-/// Every option name, for the "did you mean" hint.
-const NAMES: &[&str] = &[
-    "policy",
-    "health_check",
-    "health_path",
-    "last_site_health_path",
-    "health_port",
-    "health_interval",
-    "health_timeout",
-    "health_jitter",
-    "health_optimistic",
-    "healthy_statuses",
-    "rise",
-    "fall",
-    "eject_statuses",
-    "eject_after",
-    "max_ejected_share",
-    "eject_backoff",
-    "failure_statuses",
-    "failure_penalty",
-    "ewma_decay",
-    "default_rtt",
-    "max_attempts",
-    "retry_statuses",
-    "retry_buffer",
-    "retry_budget",
-    "host_policy",
-    "attempt_timeout",
-    "connect_timeout",
-    "pool_idle_timeout",
-    "pool_max_idle_per_host",
-    "rr_dns",
-    "dns_refresh",
-    "on_event",
-    "warmup",
-];
 
 /// A balancer's whole configuration, as given (and checked) in Python.
 #[derive(Clone)]
 pub(crate) struct Spec {
     pub(crate) sites: Vec<String>,
-    setters: Vec<Setter>,
+    /// The engine builder with every option set (no sites yet).
+    engine: sidekick::Builder,
     /// The Python callable given as `on_event`.
     pub(crate) on_event: Option<Arc<Py<PyAny>>>,
     /// How long a pick may wait for the first probe verdicts (see `Live::warm_up`).
     pub(crate) warmup: Duration,
+    // Settings the Python side reads, as the engine holds them.
     pub(crate) health_check: bool,
     pub(crate) max_attempts: u32,
     pub(crate) retry_statuses: Vec<u16>,
@@ -72,19 +40,18 @@ impl std::fmt::Debug for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spec")
             .field("sites", &self.sites)
-            .field("options", &self.setters.len())
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
+/// How long a pick waits for the first probe verdicts unless `warmup` says otherwise.
+const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
+
 impl Spec {
-    /// An engine builder with every stored option applied.
+    /// An engine builder with the sites and every stored option applied.
     pub(crate) fn builder(&self) -> sidekick::Builder {
-        let mut b = sidekick::Balancer::builder().sites(&self.sites);
-        for s in &self.setters {
-            b = s(b);
-        }
-        b
+        self.engine.clone().sites(&self.sites)
     }
 
     /// Parse `sites` and the keyword options.
@@ -93,233 +60,115 @@ impl Spec {
         sites: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Spec> {
-        let mut spec = Spec {
-            sites: parse_sites(py, sites)?,
-            setters: Vec::new(),
-            on_event: None,
-            warmup: Duration::from_secs(5),
-            health_check: true,
-            max_attempts: 3,
-            retry_statuses: vec![502, 503, 504],
-            retry_buffer: 64 * 1024,
-            host_policy: "keep",
-            policy: "p2c".to_string(),
-        };
-        let Some(options) = options else {
-            return Ok(spec);
-        };
-        for (k, v) in options.iter() {
-            let name: String = k.extract()?;
-            spec.set(py, &name, &v)?;
-        }
-        Ok(spec)
-    }
-
-    fn push(&mut self, f: impl Fn(sidekick::Builder) -> sidekick::Builder + Send + Sync + 'static) {
-        self.setters.push(Arc::new(f));
-    }
-
-    fn set(&mut self, py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = name;
-        match name {
-            "policy" => {
-                let s = string(py, n, v)?;
-                let p: sidekick::Policy = s.parse().map_err(|e| errors::to_py(py, &e))?;
-                self.policy = p.to_string();
-                self.push(move |b| b.policy(p));
-            }
-            "health_check" => {
-                let on = boolean(py, n, v)?;
-                self.health_check = on;
-                self.push(move |b| b.health_check(on));
-            }
-            "health_path" => {
-                let s = string(py, n, v)?;
-                self.push(move |b| b.health_path(&s));
-            }
-            "last_site_health_path" => {
-                if !v.is_none() {
-                    let s = string(py, n, v)?;
-                    self.push(move |b| b.last_site_health_path(&s));
-                }
-            }
-            "health_port" => {
-                let port = if v.is_none() {
-                    None
-                } else {
-                    let p = uint(py, n, v)?;
-                    if !(1..=65535).contains(&p) {
-                        return Err(errors::config(
+        let mut engine = sidekick::Builder::new();
+        let mut on_event = None;
+        let mut warmup = DEFAULT_WARMUP;
+        let sites = parse_sites(py, sites)?;
+        if let Some(options) = options {
+            for (k, v) in options.iter() {
+                let name: String = k.extract()?;
+                match name.as_str() {
+                    "on_event" => on_event = callable(py, &name, &v)?,
+                    "warmup" => warmup = seconds(py, &name, &v)?,
+                    "eject_backoff" => {
+                        let (base, max) = pair(py, &name, &v, "(base, max) in seconds")?;
+                        let base = seconds(py, "eject_backoff base", &base)?;
+                        let max = seconds(py, "eject_backoff max", &max)?;
+                        engine = set(py, engine, "eject_backoff_base", Value::Duration(base))?;
+                        engine = set(py, engine, "eject_backoff_max", Value::Duration(max))?;
+                    }
+                    "retry_budget" => {
+                        let (ratio, floor) = pair(py, &name, &v, "(ratio, min_per_sec)")?;
+                        let ratio = number(py, "retry_budget ratio", &ratio)?;
+                        let floor = uint(py, "retry_budget min_per_sec", &floor)?;
+                        engine = set(py, engine, "retry_budget_ratio", Value::Number(ratio))?;
+                        engine = set(
                             py,
-                            n,
-                            format!("{p} is not a TCP port (1-65535)"),
-                        ));
-                    }
-                    Some(p as u16)
-                };
-                self.push(move |b| b.health_port(port));
-            }
-            "health_interval" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.health_interval(d));
-            }
-            "health_timeout" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.health_timeout(d));
-            }
-            "health_jitter" => {
-                let x = number(py, n, v)?;
-                self.push(move |b| b.health_jitter(x));
-            }
-            "health_optimistic" => {
-                let on = boolean(py, n, v)?;
-                self.push(move |b| b.health_optimistic(on));
-            }
-            "healthy_statuses" => {
-                let s = statuses(py, n, v)?;
-                self.push(move |b| b.healthy_statuses(s.clone()));
-            }
-            "rise" => {
-                let x = uint(py, n, v)?;
-                self.push(move |b| b.rise(x));
-            }
-            "fall" => {
-                let x = uint(py, n, v)?;
-                self.push(move |b| b.fall(x));
-            }
-            "eject_statuses" => {
-                let s = statuses(py, n, v)?;
-                self.push(move |b| b.eject_statuses(s.clone()));
-            }
-            "eject_after" => {
-                let x = uint(py, n, v)?;
-                self.push(move |b| b.eject_after(x));
-            }
-            "max_ejected_share" => {
-                let x = number(py, n, v)?;
-                self.push(move |b| b.max_ejected_share(x));
-            }
-            "eject_backoff" => {
-                let (base, max) = pair(py, n, v, "(base, max) in seconds")?;
-                let base = seconds(py, "eject_backoff base", &base)?;
-                let max = seconds(py, "eject_backoff max", &max)?;
-                self.push(move |b| b.eject_backoff(base, max));
-            }
-            "failure_statuses" => {
-                let s = statuses(py, n, v)?;
-                self.push(move |b| b.failure_statuses(s.clone()));
-            }
-            "failure_penalty" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.failure_penalty(d));
-            }
-            "ewma_decay" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.ewma_decay(d));
-            }
-            "default_rtt" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.default_rtt(d));
-            }
-            "max_attempts" => {
-                let x = uint(py, n, v)?;
-                self.max_attempts = x;
-                self.push(move |b| b.max_attempts(x));
-            }
-            "retry_statuses" => {
-                let s = statuses(py, n, v)?;
-                self.retry_statuses = s.clone();
-                self.push(move |b| b.retry_statuses(s.clone()));
-            }
-            "retry_buffer" => {
-                let x = uint(py, n, v)? as usize;
-                self.retry_buffer = x;
-                self.push(move |b| b.retry_buffer(x));
-            }
-            "retry_budget" => {
-                let (ratio, floor) = pair(py, n, v, "(ratio, min_per_sec)")?;
-                let ratio = number(py, "retry_budget ratio", &ratio)?;
-                let floor = uint(py, "retry_budget min_per_sec", &floor)?;
-                self.push(move |b| b.retry_budget(ratio, floor));
-            }
-            "host_policy" => {
-                let s = string(py, n, v)?;
-                let p = match s.to_ascii_lowercase().as_str() {
-                    "keep" => {
-                        self.host_policy = "keep";
-                        sidekick::HostPolicy::Keep
-                    }
-                    "rewrite" => {
-                        self.host_policy = "rewrite";
-                        sidekick::HostPolicy::Rewrite
+                            engine,
+                            "retry_budget_min_per_sec",
+                            Value::Int(u64::from(floor)),
+                        )?;
                     }
                     _ => {
-                        return Err(errors::config(
-                            py,
-                            n,
-                            format!("unknown value `{s}`: expected \"keep\" or \"rewrite\""),
-                        ))
+                        let option =
+                            sidekick::options::find(&name).map_err(|e| errors::to_py(py, &e))?;
+                        let value = value_of(py, &name, option.kind(), &v)?;
+                        engine = set(py, engine, &name, value)?;
                     }
-                };
-                self.push(move |b| b.host_policy(p));
-            }
-            "attempt_timeout" => {
-                let d = if v.is_none() {
-                    None
-                } else {
-                    Some(seconds(py, n, v)?)
-                };
-                self.push(move |b| b.attempt_timeout(d));
-            }
-            "connect_timeout" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.connect_timeout(d));
-            }
-            "pool_idle_timeout" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.pool_idle_timeout(d));
-            }
-            "pool_max_idle_per_host" => {
-                let x = uint(py, n, v)? as usize;
-                self.push(move |b| b.pool_max_idle_per_host(x));
-            }
-            "rr_dns" => {
-                let on = boolean(py, n, v)?;
-                self.push(move |b| b.rr_dns(on));
-            }
-            "dns_refresh" => {
-                let d = seconds(py, n, v)?;
-                self.push(move |b| b.dns_refresh(d));
-            }
-            "on_event" => {
-                if v.is_none() {
-                    self.on_event = None;
-                } else if v.is_callable() {
-                    self.on_event = Some(Arc::new(v.clone().unbind()));
-                } else {
-                    return Err(errors::config(
-                        py,
-                        n,
-                        format!("expected a callable or None, got {}", type_name(v)),
-                    ));
                 }
             }
-            "warmup" => {
-                self.warmup = seconds(py, n, v)?;
-            }
-            other => {
-                let hint = closest(other)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                return Err(errors::new_err(
-                    py,
-                    errors::Class::Config,
-                    format!("invalid configuration: unknown option `{other}`{hint}"),
-                    None,
-                ));
-            }
         }
-        Ok(())
+        let get = |name: &str| engine.get(name).unwrap_or(Value::None);
+        let int = |name: &str| match get(name) {
+            Value::Int(n) => n,
+            _ => 0,
+        };
+        Ok(Spec {
+            sites,
+            on_event,
+            warmup,
+            health_check: get("health_check") == Value::Bool(true),
+            max_attempts: u32::try_from(int("max_attempts")).unwrap_or(u32::MAX),
+            retry_statuses: match get("retry_statuses") {
+                Value::Statuses(s) => s,
+                _ => Vec::new(),
+            },
+            retry_buffer: usize::try_from(int("retry_buffer")).unwrap_or(usize::MAX),
+            host_policy: match get("host_policy") {
+                Value::Text(t) if t == "rewrite" => "rewrite",
+                _ => "keep",
+            },
+            policy: get("policy").to_string(),
+            engine,
+        })
+    }
+}
+
+/// Set one engine option; a value the engine rejects is a `ConfigError` naming it.
+fn set(
+    py: Python<'_>,
+    engine: sidekick::Builder,
+    name: &str,
+    value: Value,
+) -> PyResult<sidekick::Builder> {
+    engine.set(name, value).map_err(|e| errors::to_py(py, &e))
+}
+
+/// A Python value as a value of the engine option `name`, by the option's kind.
+fn value_of(py: Python<'_>, name: &str, kind: Kind, v: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if v.is_none() && kind.is_optional() {
+        return Ok(Value::None);
+    }
+    Ok(match kind {
+        Kind::Bool => Value::Bool(boolean(py, name, v)?),
+        Kind::Count | Kind::Size | Kind::Port => Value::Int(u64::from(uint(py, name, v)?)),
+        Kind::Number => Value::Number(number(py, name, v)?),
+        Kind::Duration | Kind::OptionalDuration => Value::Duration(seconds(py, name, v)?),
+        Kind::Statuses => Value::Statuses(statuses(py, name, v)?),
+        Kind::Text | Kind::OptionalText | Kind::Policy | Kind::HostPolicy => {
+            Value::Text(string(py, name, v)?)
+        }
+        other => {
+            return Err(errors::config(
+                py,
+                name,
+                format!("options of kind {other:?} are not supported from Python"),
+            ))
+        }
+    })
+}
+
+fn callable(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Py<PyAny>>>> {
+    if v.is_none() {
+        Ok(None)
+    } else if v.is_callable() {
+        Ok(Some(Arc::new(v.clone().unbind())))
+    } else {
+        Err(errors::config(
+            py,
+            name,
+            format!("expected a callable or None, got {}", type_name(v)),
+        ))
     }
 }
 
@@ -506,35 +355,6 @@ fn pair<'py>(
         Ok([a, b]) => Ok((a, b)),
         Err(_) => Err(bad()),
     }
-}
-
-/// The known option nearest to a misspelt one (edit distance at most 3).
-fn closest(name: &str) -> Option<&'static str> {
-    NAMES
-        .iter()
-        .map(|n| (distance(name, n), *n))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n)
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// The Python-side description of a balancer's options, for `repr()` and the adapters.

@@ -119,8 +119,11 @@ impl Head {
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| Corrupt("bad status"))?;
         let body_len = r.u64()?;
         let key_text = r.take32()?.to_vec();
-        let count = r.u16()?;
-        let mut headers = HeaderMap::with_capacity(usize::from(count));
+        // Each header takes at least 7 bytes (lengths and a one-byte name): a count the
+        // remaining bytes cannot hold is refused before anything is allocated for it (a
+        // HeaderMap capacity over 32,768 would panic).
+        let count = r.count(7)?;
+        let mut headers = HeaderMap::with_capacity(count);
         for _ in 0..count {
             let name =
                 HeaderName::from_bytes(r.take16()?).map_err(|_| Corrupt("bad header name"))?;
@@ -128,8 +131,8 @@ impl Head {
                 HeaderValue::from_bytes(r.take32()?).map_err(|_| Corrupt("bad header value"))?;
             headers.append(name, value);
         }
-        let count = r.u16()?;
-        let mut vary = Vec::with_capacity(usize::from(count));
+        let count = r.count(8)?;
+        let mut vary = Vec::with_capacity(count);
         for _ in 0..count {
             let name = HeaderName::from_bytes(r.take16()?).map_err(|_| Corrupt("bad vary name"))?;
             let present = r.u8()? == 1;
@@ -203,6 +206,15 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
 
+    /// A u16 item count, refused when `min_item` bytes per item would not fit in the rest.
+    fn count(&mut self, min_item: usize) -> Result<usize, Corrupt> {
+        let n = usize::from(self.u16()?);
+        if n > self.0.len() / min_item {
+            return Err(Corrupt("item count larger than the head"));
+        }
+        Ok(n)
+    }
+
     fn take16(&mut self) -> Result<&'a [u8], Corrupt> {
         let n = usize::from(self.u16()?);
         self.take(n)
@@ -262,6 +274,21 @@ mod tests {
         let mut huge = block.to_vec();
         huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(Head::block_len(&huge), Err(Corrupt("head too large")));
+    }
+
+    #[test]
+    fn a_header_count_beyond_the_head_is_an_error_not_a_panic() {
+        // Found by the cache_entry fuzz target: 0xfb01 headers announced in a 61-byte head
+        // (HeaderMap::with_capacity panics above 32,768).
+        let mut block = head().encode().unwrap().to_vec();
+        let at = PREFIX + 2 + 8 + 4 + b"h:1/b/k?x=1".len();
+        for count in [u16::MAX, 0xfb01, 40_000] {
+            block[at..at + 2].copy_from_slice(&count.to_be_bytes());
+            assert_eq!(
+                Head::decode(&block),
+                Err(Corrupt("item count larger than the head"))
+            );
+        }
     }
 
     #[test]

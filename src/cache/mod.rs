@@ -56,7 +56,8 @@
 
 mod body;
 mod config;
-mod entry;
+// pub(crate): the `fuzzing` feature's entry points decode heads.
+pub(crate) mod entry;
 mod key;
 mod layer;
 mod metrics;

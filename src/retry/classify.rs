@@ -4,8 +4,12 @@
 //! hands its error to [`classify`] and reports the [`Outcome`] it returns, so a given failure
 //! ejects, retries or gives up the same way whichever client saw it.
 //!
-//! The cause chain is read from the outermost error inward; the first error that settles the
-//! question wins:
+//! First, a [`crate::Error`] of the body kind anywhere in the chain (the caller's own request
+//! body failed: malformed, cut short, too slow; the sidecar's request body reports its errors
+//! so) is [`Outcome::Cancelled`]: nothing is learnt about the endpoint, and a client must not be
+//! able to eject a backend or raise its load score with broken uploads. Otherwise the cause
+//! chain is read from the outermost error inward; the first error that settles the question
+//! wins:
 //!
 //! | error in the chain                                   | outcome             |
 //! |------------------------------------------------------|---------------------|
@@ -38,10 +42,21 @@ use crate::balancer::Outcome;
 use crate::error::{Error, Kind};
 
 /// What the error `err` of one attempt says: [`Outcome::Connect`] (nothing was sent),
-/// [`Outcome::Timeout`], [`Outcome::Reset`] (sent, then the exchange broke) or
-/// [`Outcome::Failed`] (nothing learnt about the endpoint). Never another variant. See the
+/// [`Outcome::Timeout`], [`Outcome::Reset`] (sent, then the exchange broke),
+/// [`Outcome::Failed`] (nothing learnt about the endpoint) or [`Outcome::Cancelled`] (the
+/// caller's own request body failed). Never another variant. See the
 /// [module documentation](self) for the rules.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> Outcome {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    // Bounded by the chain's length: each step follows one `source`.
+    while let Some(e) = cur {
+        if e.downcast_ref::<Error>()
+            .is_some_and(|e| matches!(e.kind(), Kind::Body))
+        {
+            return Outcome::Cancelled;
+        }
+        cur = e.source();
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut seen_hyper = false;
     // Bounded by the chain's length: each step follows one `source`.
@@ -143,7 +158,13 @@ mod tests {
     fn our_errors_and_wrapped_ones() {
         assert_eq!(classify(&Error::new(Kind::Timeout)), Outcome::Timeout);
         assert_eq!(classify(&Error::new(Kind::Connect)), Outcome::Connect);
-        assert_eq!(classify(&Error::new(Kind::Body)), Outcome::Failed);
+        assert_eq!(classify(&Error::new(Kind::Body)), Outcome::Cancelled);
+        // The caller's body failing under the HTTP client's own wrapping.
+        let body = Error::new(Kind::Body).with_source(io::Error::other("bad chunk"));
+        assert_eq!(
+            classify(&Wrap(Box::new(Error::new(Kind::Request).with_source(body)))),
+            Outcome::Cancelled
+        );
         let deep = Wrap(Box::new(io::Error::new(
             io::ErrorKind::ConnectionRefused,
             "no",

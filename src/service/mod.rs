@@ -311,6 +311,8 @@ where
             let kind = match outcome {
                 Outcome::Connect => Kind::Connect,
                 Outcome::Timeout => Kind::Timeout,
+                // The caller's own body failed (see `retry::classify`).
+                Outcome::Cancelled => Kind::Body,
                 _ => Kind::Request,
             };
             Error::new(kind)

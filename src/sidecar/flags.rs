@@ -6,13 +6,17 @@
 //! - a boolean flag takes no separate value: `--log` or `--log=false` (`--log false` makes `false`
 //!   the first SITE);
 //! - parsing stops at the first argument that is not a flag (or after `--`): every later argument
-//!   is a SITE, even one that looks like a flag;
+//!   is a SITE. Go would take a later `--log` for a SITE too (and sidekick then fails on it as
+//!   "missing host address"); here an argument after the first SITE that starts with `-` is a
+//!   usage error naming it ("flags must come before the SITEs"), unless `--` came first;
 //! - a repeated flag keeps its last value, except `--status-code`, which collects one code per use;
 //! - durations use Go's syntax (`5s`, `500ms`, `1m30s`); a bare number is refused.
 //!
-//! Unlike sidekick, a usage error (unknown flag, bad value, missing value) makes the program exit
-//! with status 2 and a message naming the flag and the value, instead of printing the message and
-//! exiting 0 as if all went well.
+//! Unlike sidekick, a usage error (unknown flag, bad value, missing value, a SITE that does not
+//! parse: see [`Config::validate`]) makes the program exit with status 2 and a message naming the
+//! flag and the value, instead of printing the message and exiting 0 as if all went well.
+//! Values sidekick accepts and then misuses are refused: a probe path a request line cannot
+//! carry (space, control bytes), an unknown `--trace` mode.
 
 use std::fmt;
 use std::time::Duration;
@@ -89,8 +93,18 @@ pub struct Config {
     pub header_timeout: Duration,
     /// `--drain-timeout` (ours): on SIGTERM/SIGINT, how long in-flight requests may take.
     pub drain_timeout: Duration,
+    /// `--response-timeout` (ours): how long a backend may stay silent, waiting for the response
+    /// head once the request is sent and between two reads of the response body (nginx's
+    /// `proxy_read_timeout`, 60 s). A backend that misses it counts as timed out.
+    pub response_timeout: Duration,
+    /// `--body-timeout` (ours): how long a client may stay silent between two reads of its
+    /// request body (nginx's `client_body_timeout`, 60 s); it then gets `408`.
+    pub body_timeout: Duration,
     /// `--demo` (ours): run in front of built-in demo backends with a demo load.
     pub demo: bool,
+    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag): see
+    /// [`Limits::threads`](super::Limits::threads).
+    pub threads: usize,
     /// The SITE arguments, in order.
     pub sites: Vec<String>,
     /// The shared S3 cache: not a flag; [`run`](super::run) reads it from the
@@ -132,7 +146,10 @@ impl Default for Config {
             max_conns: 8192,
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            response_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
             demo: false,
+            threads: 1,
             sites: Vec::new(),
             cache: None,
         }
@@ -148,7 +165,7 @@ pub enum Command {
     Help,
     /// `--version`/`-v`: print [`version`] and exit 0.
     Version,
-    /// No SITE: print [`help`] and exit 1 (as sidekick does).
+    /// No SITE: print [`help`] and exit 2, a usage error (sidekick exits 1).
     NoSites,
 }
 
@@ -389,6 +406,22 @@ const FLAGS: &[Spec] = &[
         ),
         "20s",
     ),
+    with_default(
+        flag(
+            &["response-timeout"],
+            Kind::Duration,
+            "a backend may stay silent this long, before its response head and between body reads",
+        ),
+        "1m0s",
+    ),
+    with_default(
+        flag(
+            &["body-timeout"],
+            Kind::Duration,
+            "a client may stay silent this long between two reads of its request body",
+        ),
+        "1m0s",
+    ),
     flag(
         &["demo"],
         Kind::Bool,
@@ -454,6 +487,7 @@ where
     let mut help = false;
     let mut version = false;
     let mut i = 0;
+    let mut dashdash = false;
     while i < args.len() {
         let arg = &args[i];
         if arg.len() < 2 || !arg.starts_with('-') {
@@ -461,6 +495,7 @@ where
         }
         if arg == "--" {
             i += 1;
+            dashdash = true;
             break;
         }
         let body = arg.strip_prefix("--").unwrap_or_else(|| &arg[1..]);
@@ -527,6 +562,21 @@ where
         return Ok(Command::Version);
     }
     cfg.sites = args[i..].to_vec();
+    if !dashdash {
+        // Go's flag package stops at the first SITE, so sidekick takes a later `--log` for a
+        // SITE and then fails on it. Say what happened instead (after `--`, all are SITEs).
+        if let Some(late) = cfg.sites.iter().find(|a| a.len() > 1 && a.starts_with('-')) {
+            let name = late.trim_start_matches('-');
+            let name = name.split_once('=').map_or(name, |(n, _)| n);
+            return Err(UsageError {
+                flag: find(name).map(|s| format!("--{}", s.names[0])),
+                message: format!(
+                    "{late:?} comes after the SITE {:?}: flags must come before the SITEs",
+                    cfg.sites[0]
+                ),
+            });
+        }
+    }
     if cfg.sites.is_empty() && !cfg.demo {
         return Ok(Command::NoSites);
     }
@@ -567,6 +617,8 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
                 "dns-ttl" => cfg.dns_ttl = d,
                 "header-timeout" => cfg.header_timeout = d,
                 "drain-timeout" => cfg.drain_timeout = d,
+                "response-timeout" => cfg.response_timeout = d,
+                "body-timeout" => cfg.body_timeout = d,
                 _ => unreachable!("duration flag {canon} not handled"),
             }
         }
@@ -603,9 +655,20 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
         }
         Kind::Str => match canon {
             "address" => cfg.address = value,
-            "health-path" => cfg.health_path = normalize_path(&value),
-            "read-health-path" => cfg.read_health_path = value,
+            "health-path" => {
+                check_path(&value).map_err(bad)?;
+                cfg.health_path = normalize_path(&value);
+            }
+            "read-health-path" => {
+                check_path(&value).map_err(bad)?;
+                cfg.read_health_path = value;
+            }
             "trace" => {
+                if !TRACE_MODES.contains(&value.as_str()) {
+                    return Err(bad(
+                        "use all, application, minio, or \"\" for no trace".to_string()
+                    ));
+                }
                 cfg.trace = value;
                 cfg.trace_set = true;
             }
@@ -634,6 +697,23 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
         Kind::Bool => unreachable!("bool flags are set by the parser"),
     }
     Ok(())
+}
+
+/// The values `--trace` accepts.
+const TRACE_MODES: [&str; 4] = ["all", "application", "minio", ""];
+
+/// A probe path must be sendable as the path of a request line: no space, no control byte,
+/// nothing a URI path cannot hold.
+fn check_path(p: &str) -> Result<(), String> {
+    if let Some(b) = p.bytes().find(|&b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "the path contains the byte 0x{b:02x} (space and control characters are not \
+             allowed; percent-encode them)"
+        ));
+    }
+    http::uri::PathAndQuery::try_from(normalize_path(p).as_str())
+        .map(|_| ())
+        .map_err(|e| format!("not a URL path: {e}"))
 }
 
 /// A leading `/` is added when missing (so an empty path is `/`).
@@ -670,8 +750,14 @@ impl Config {
         !self.cert.is_empty() && !self.key.is_empty()
     }
 
-    /// Checks that need more than one flag. Run before serving.
+    /// Checks that need more than one flag, and the SITE arguments. Run before serving.
     pub fn validate(&self) -> Result<(), UsageError> {
+        for site in &self.sites {
+            crate::site::parse_site(site).map_err(|e| UsageError {
+                flag: None,
+                message: format!("invalid SITE {site:?}: {e}"),
+            })?;
+        }
         if self.client_cert.is_empty() != self.client_key.is_empty() {
             let (given, missing) = if self.client_cert.is_empty() {
                 ("client-key", "client-cert")

@@ -23,6 +23,7 @@ pub mod console;
 pub mod demo;
 pub mod flags;
 pub mod format;
+pub(crate) mod forward;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -125,6 +126,8 @@ pub struct Sidecar {
     shared: Arc<Shared>,
     server: Server,
     stop: CancellationToken,
+    /// The listener's `--cert`/`--key` pair, read again on SIGHUP.
+    cert_store: Option<Arc<tls::CertStore>>,
     /// Lines printed at start (`listening on`, the auto-TLS banner).
     pub banner: String,
 }
@@ -145,10 +148,12 @@ impl Sidecar {
 
         // The listener's TLS: --cert/--key (reloaded on change) or --auto-tls-host.
         let mut certificate_pem = None;
+        let mut cert_store = None;
         let store = if cfg.tls_listener() {
             let pair =
                 tls::load_pair(&cfg.cert, &cfg.key, &cfg.key_password).map_err(StartError)?;
             let store = tls::CertStore::new(pair);
+            cert_store = Some(store.clone());
             let report = {
                 let console = console.clone();
                 move |msg: String| console.write(&format!("sidekick: <ERROR> {msg}\n"))
@@ -179,11 +184,20 @@ impl Sidecar {
         };
 
         let generation = build_generation(&cfg, console.clone())?;
-        let listener = server::bind(&cfg.address)
-            .await
-            .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
+        let listeners = if cfg.threads > 1 {
+            server::bind_shared(&cfg.address, cfg.threads).await
+        } else {
+            server::bind(&cfg.address).await.map(|l| vec![l])
+        }
+        .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         if !console.opts.table {
-            banner.push_str(&format!("sidekick: listening on '{}'\n", cfg.address));
+            // The address actually bound: `127.0.0.1:0` announces the port it got.
+            let shown = match listeners.first().map(|l| l.local_addr()) {
+                Some(Ok(a)) if cfg.address.starts_with(':') => format!(":{}", a.port()),
+                Some(Ok(a)) => a.to_string(),
+                _ => cfg.address.clone(),
+            };
+            banner.push_str(&format!("sidekick: listening on '{shown}'\n"));
         }
         let generation = Arc::new(generation);
         let warm = generation.clone();
@@ -195,21 +209,25 @@ impl Sidecar {
             certificate_pem,
             host_ip: proxy::host_ip(),
             warm_wait: wait,
+            response_timeout: cfg.response_timeout,
+            body_timeout: cfg.body_timeout,
             tunnels: tokio_util::task::TaskTracker::new(),
             draining: AtomicBool::new(false),
         });
         let limits = Limits {
             max_conns: cfg.max_conns,
             header_timeout: cfg.header_timeout,
+            threads: cfg.threads.max(1),
             ..Limits::default()
         };
-        let server = Server::spawn(listener, acceptor, shared.clone(), limits)
+        let server = Server::spawn_many(listeners, acceptor, shared.clone(), limits)
             .map_err(|e| StartError(format!("listen tcp {}: {e}", cfg.address)))?;
         Ok(Sidecar {
             cfg,
             shared,
             server,
             stop,
+            cert_store,
             banner,
         })
     }
@@ -244,11 +262,22 @@ impl Sidecar {
         self.shared.console.clone()
     }
 
-    /// SIGHUP: build everything again from the same configuration (files such as `--cacert`
-    /// are read again, host names resolved again, statistics start from zero). The old
+    /// SIGHUP: build everything again from the same configuration (the `--cert`/`--key` pair
+    /// and files such as `--cacert` are read again, host names resolved again, statistics start from zero). The old
     /// configuration keeps serving until the new one is ready (or its first probes took
     /// longer than the warm-up bound); requests in flight finish on the old one.
     pub async fn reload(&self) -> Result<(), StartError> {
+        if let Some(store) = &self.cert_store {
+            // A pair that does not load (a key that does not match, say) is not taken: the
+            // running one keeps serving, and the reason is printed.
+            match tls::load_pair(&self.cfg.cert, &self.cfg.key, &self.cfg.key_password) {
+                Ok(pair) => store.set(pair),
+                Err(e) => self.shared.console.write(&format!(
+                    "sidekick: <ERROR> unable to reload the certificate {}: {e}; the running certificate stays\n",
+                    self.cfg.cert
+                )),
+            }
+        }
         let generation = Arc::new(build_generation(&self.cfg, self.shared.console.clone())?);
         generation.warm_up(warm_wait(&self.cfg)).await;
         self.shared.generation.store(generation);
@@ -304,8 +333,61 @@ pub fn main(argv0: &str, args: impl IntoIterator<Item = String>) -> ExitCode {
     ExitCode::from(run(argv0, args))
 }
 
+/// The environment variable that sets the number of worker threads.
+pub const THREADS_VAR: &str = "SIDEKICK_THREADS";
+
+/// Most worker threads `SIDEKICK_THREADS` may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// The worker thread count `SIDEKICK_THREADS` asks for: 1 when unset or empty, else an integer from 1 to
+/// [`MAX_THREADS`]; anything else is refused with a message naming the value.
+pub fn threads(value: Option<std::ffi::OsString>) -> Result<usize, String> {
+    let Some(raw) = value.filter(|v| !v.is_empty()) else {
+        return Ok(1);
+    };
+    let text = raw.to_string_lossy();
+    match text.trim().parse::<i64>() {
+        Ok(n) if (1..=MAX_THREADS as i64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "invalid {THREADS_VAR}={text:?}: must be a whole number of worker threads from 1 to \
+             {MAX_THREADS}"
+        )),
+    }
+}
+
+/// [`main`] for arguments as the operating system gives them (`std::env::args_os`): an argument
+/// that is not UTF-8 is a usage error naming it (exit 2), not a panic.
+pub fn main_os(
+    argv0: &std::ffi::OsStr,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> ExitCode {
+    ExitCode::from(run_os(argv0, args))
+}
+
+/// [`run`] for arguments as the operating system gives them; see [`main_os`].
+pub fn run_os(argv0: &std::ffi::OsStr, args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let argv0 = argv0.to_string_lossy().into_owned();
+    let mut text = Vec::new();
+    for (i, a) in args.into_iter().enumerate() {
+        match a.into_string() {
+            Ok(s) => text.push(s),
+            Err(bad) => {
+                eprintln!(
+                    "{}: Incorrect Usage. argument {} is not valid UTF-8: {:?}\nRun '{argv0} --help' for the flags.",
+                    program_name(&argv0),
+                    i + 1,
+                    bad
+                );
+                return 2;
+            }
+        }
+    }
+    run(&argv0, text)
+}
+
 /// [`main`], returning the exit status: 0 after a clean stop (SIGTERM/SIGINT included), 1 for a
-/// fatal error or a demo with failed requests, 2 for a usage error.
+/// fatal error or a demo with failed requests, 2 for a usage error (a bad flag, a bad or missing
+/// SITE, a bad `SIDEKICK_THREADS`).
 pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
     let name = program_name(argv0);
     let cfg = match parse_args(args) {
@@ -319,7 +401,7 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
         }
         Ok(Command::NoSites) => {
             print!("{}", flags::help(argv0));
-            return 1;
+            return 2;
         }
         Ok(Command::Run(cfg)) => *cfg,
         Err(e) => {
@@ -347,21 +429,19 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
     // One thread by default, like Linkerd's proxy: a sidecar shares its Pod's CPU with the
     // application, and on two cores one event loop costs less per request than two
     // (SIDEKICK_THREADS=N for more).
-    let threads = std::env::var("SIDEKICK_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or(Some(1));
-    let mut rt = if threads == Some(1) {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = threads {
-            b.worker_threads(n);
+    cfg.threads = match threads(std::env::var_os(THREADS_VAR)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{name}: Incorrect Usage. {e}");
+            return 2;
         }
-        b
     };
-    let rt = match rt.enable_all().build() {
+    // Thread per core: this runtime runs the engine and one listener; each further thread its
+    // own listener and connections (see `Limits::threads`).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: <ERROR> cannot start the runtime: {e}");
@@ -431,6 +511,24 @@ pub async fn wait_for_signals(sidecar: &Sidecar, name: &str) -> &'static str {
             }
             _ = term.recv() => return "terminated",
             _ = int.recv() => return "interrupt",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidekick_threads_values() {
+        assert_eq!(threads(None), Ok(1));
+        assert_eq!(threads(Some("".into())), Ok(1));
+        assert_eq!(threads(Some("4".into())), Ok(4));
+        assert_eq!(threads(Some(" 2 ".into())), Ok(2));
+        assert_eq!(threads(Some("1024".into())), Ok(MAX_THREADS));
+        for bad in ["0", "-1", "abc", "100000", "1025", "1.5"] {
+            let e = threads(Some(bad.into())).expect_err(bad);
+            assert!(e.contains("SIDEKICK_THREADS") && e.contains(bad), "{e}");
         }
     }
 }

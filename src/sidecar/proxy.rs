@@ -52,30 +52,172 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 // ===== bodies =====
 
-/// The request body sent to a backend: the client's stream, counted.
+/// How far the client's request body got: stamped by [`RxBody`], read by each attempt so that
+/// the wait for the response head is measured from the last byte the client sent, and never
+/// runs while the sidecar is waiting on the client (that wait is the client's, bounded by
+/// `body_timeout`).
+#[derive(Debug)]
+struct Upload {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last frame of the body (or its end).
+    last_ms: AtomicU64,
+    /// True while the body waits for the client to send more.
+    waiting: AtomicBool,
+}
+
+impl Upload {
+    fn new() -> Arc<Upload> {
+        Arc::new(Upload {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+        })
+    }
+
+    fn stamp(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// When the backend's silence since the later of `since` and the last body byte reaches
+    /// `timeout`; `None` while the client owes us body bytes.
+    fn deadline(&self, since: Instant, timeout: Duration) -> Option<Instant> {
+        if self.waiting.load(Ordering::Relaxed) {
+            return None;
+        }
+        let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(last.max(since) + timeout)
+    }
+}
+
+/// What every attempt of one request needs to bound its wait for the response head; travels
+/// in the request's extensions (the engine copies them to each attempt).
+#[derive(Clone, Debug)]
+struct HeadWatch {
+    upload: Arc<Upload>,
+    timeout: Duration,
+}
+
+/// A body that stayed silent too long: the client's request body (`body_timeout`) or the
+/// backend's response body (`response_timeout`).
+#[derive(Debug)]
+struct Silence {
+    /// True for the client's request body.
+    client: bool,
+    after: Duration,
+}
+
+impl std::fmt::Display for Silence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (who, what) = if self.client {
+            ("client", "request")
+        } else {
+            ("backend", "response")
+        };
+        write!(
+            f,
+            "the {who} sent no {what} body bytes for {}",
+            super::flags::describe(self.after)
+        )
+    }
+}
+
+impl std::error::Error for Silence {}
+
+/// A bound on one side's silence. The clock starts when a read first finds nothing after
+/// data (not at the data itself): time the peer spent waiting on us, because we were not
+/// reading, is not counted as its silence.
+#[derive(Debug)]
+struct Idle {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Idle {
+        Idle {
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Data arrived: the silence is over.
+    fn data(&mut self) {
+        self.armed = false;
+    }
+
+    /// A read found nothing: true once the silence has lasted `timeout` (else the task is
+    /// woken when it will have).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// The request body sent to a backend: the client's stream, counted, with an idle bound.
+/// Its errors are the client's (`Kind::Body`): the engine neither blames nor retries the
+/// endpoint for them.
 #[derive(Debug)]
 pub struct RxBody {
     inner: Incoming,
     /// Bytes read, when the length is not declared (chunked uploads).
     counted: Option<Arc<AtomicU64>>,
+    upload: Arc<Upload>,
+    idle: Idle,
 }
 
 impl Body for RxBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::Error>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(f))), Some(c)) = (&r, &this.counted) {
-            if let Some(d) = f.data_ref() {
-                c.fetch_add(d.len() as u64, Ordering::Relaxed);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(c)) = (f.data_ref(), &this.counted) {
+                    c.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                this.upload.stamp();
+                this.idle.data();
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.upload.stamp();
+                Poll::Ready(Some(Err(
+                    crate::Error::new(crate::error::Kind::Body).with_source(e)
+                )))
+            }
+            Poll::Ready(None) => {
+                this.upload.stamp();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                this.upload.waiting.store(true, Ordering::Relaxed);
+                if !this.idle.expired(cx) {
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Err(crate::Error::new(crate::error::Kind::Body)
+                    .with_source(Silence {
+                        client: true,
+                        after: this.idle.timeout,
+                    }))))
             }
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -152,9 +294,20 @@ enum Inner {
     Stream(ResponseBody<Incoming>),
 }
 
+/// A backend whose response body stalled for `response_timeout`: counted against it as a
+/// missed response head is (a failure, and passive ejection for `timeout` within the bound),
+/// although its lease was finished when the head arrived. The endpoint is the one whose URL
+/// or identifier matches.
+pub(crate) fn report_stall(balancer: &Balancer, url: Option<&str>, id: Option<u64>) {
+    balancer.report_after(url, id, crate::Outcome::Timeout);
+}
+
 /// The body of every answer the sidecar sends.
 pub struct ProxyBody {
     inner: Inner,
+    /// The bound on the backend's silence, for streamed answers, and the configuration whose
+    /// balancer hears of a stall.
+    idle: Option<(Idle, Arc<Generation>)>,
     done: Option<Completion>,
 }
 
@@ -169,6 +322,7 @@ impl ProxyBody {
         let b = b.into();
         ProxyBody {
             inner: Inner::Full((!b.is_empty()).then_some(b)),
+            idle: None,
             done: None,
         }
     }
@@ -176,6 +330,7 @@ impl ProxyBody {
     fn empty() -> ProxyBody {
         ProxyBody {
             inner: Inner::Full(None),
+            idle: None,
             done: None,
         }
     }
@@ -192,7 +347,30 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+            Inner::Stream(s) => match (Pin::new(s).poll_frame(cx), &mut this.idle) {
+                (Poll::Pending, None) => Poll::Pending,
+                (Poll::Pending, Some((idle, gen))) => {
+                    if idle.expired(cx) {
+                        if let Some(stats) = this.done.as_ref().and_then(|d| d.stats.as_ref()) {
+                            report_stall(&gen.balancer, Some(&stats.url), None);
+                        }
+                        // The client's connection is cut: a truncated answer must not look
+                        // complete.
+                        Poll::Ready(Some(Err(Box::new(Silence {
+                            client: false,
+                            after: idle.timeout,
+                        }) as BoxError)))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+                (r, idle) => {
+                    if let Some((idle, _)) = idle {
+                        idle.data();
+                    }
+                    r
+                }
+            },
         };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
@@ -249,30 +427,67 @@ impl std::fmt::Debug for Attempt {
 }
 
 pin_project_lite::pin_project! {
-    /// The future of one [`Attempt`].
+    /// The future of one [`Attempt`]: the response head, within `response_timeout` of the
+    /// request's last body byte.
     pub struct AttemptFuture {
         #[pin]
         inner: hyper_util::client::legacy::ResponseFuture,
         stats: Option<Arc<EpStats>>,
+        watch: Option<HeadWatch>,
+        start: Instant,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
 impl Future for AttemptFuture {
-    type Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>;
+    type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(s) = this.stats.take() {
-            resp.extensions_mut().insert(Served(s));
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            let mut resp = r?;
+            if let Some(s) = this.stats.take() {
+                resp.extensions_mut().insert(Served(s));
+            }
+            return Poll::Ready(Ok(resp));
         }
-        Poll::Ready(Ok(resp))
+        let Some(watch) = this.watch.as_ref() else {
+            return Poll::Pending;
+        };
+        // Bounded: after a reset the deadline is in the future, so the sleep is pending.
+        for _ in 0..3 {
+            let first = watch
+                .upload
+                .deadline(*this.start, watch.timeout)
+                .unwrap_or_else(|| Instant::now() + watch.timeout);
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first.into())));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            match watch.upload.deadline(*this.start, watch.timeout) {
+                Some(d) if d <= now => {
+                    let e = crate::Error::new(crate::error::Kind::Timeout).with_source(format!(
+                        "no response within {}",
+                        super::flags::describe(watch.timeout)
+                    ));
+                    return Poll::Ready(Err(Box::new(e)));
+                }
+                // Body bytes went out since: the backend's silence starts again from them.
+                Some(d) => sleep.as_mut().reset(d.into()),
+                // The client owes body bytes: its own bound (`body_timeout`) applies.
+                None => sleep.as_mut().reset((now + watch.timeout).into()),
+            }
+        }
+        Poll::Pending
     }
 }
 
 impl Service<Request<AttemptBody>> for Attempt {
     type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
+    type Error = BoxError;
     type Future = AttemptFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -284,9 +499,13 @@ impl Service<Request<AttemptBody>> for Attempt {
             .uri()
             .authority()
             .and_then(|a| self.registry.get(a.as_str()));
+        let watch = req.extensions().get::<HeadWatch>().cloned();
         AttemptFuture {
             inner: self.client.request(req),
             stats,
+            watch,
+            start: Instant::now(),
+            sleep: None,
         }
     }
 }
@@ -301,6 +520,10 @@ pub struct Generation {
     pub registry: Arc<Registry>,
     svc: CacheService<Sidekick<Attempt>>,
     warming: AtomicBool,
+    /// How the forwarding loop reaches the backends (and its per-thread idle pools).
+    pub(crate) connect: super::forward::pool::Connect,
+    /// Largest request body buffered so that it can be sent again (the engine's setting).
+    pub(crate) retry_buffer: usize,
 }
 
 impl std::fmt::Debug for Generation {
@@ -327,6 +550,18 @@ impl Generation {
             .http1_max_buf_size(super::server::BUF_SIZE)
             .build(conn);
         registry.sync(&balancer.endpoints());
+        let tls = match cfg.tls.clone() {
+            Some(t) => t,
+            None => std::sync::Arc::new(crate::transport::default_tls_config()?),
+        };
+        let connect = super::forward::pool::Connect::new(
+            cfg.connect_timeout,
+            cfg.pool_idle_timeout,
+            cfg.pool_max_idle_per_host,
+            Some(tls),
+            core.names.clone(),
+        );
+        let retry_buffer = cfg.retry.buffer;
         let attempt = Attempt {
             client,
             registry: registry.clone(),
@@ -336,6 +571,8 @@ impl Generation {
             balancer,
             registry,
             warming: AtomicBool::new(true),
+            connect,
+            retry_buffer,
         })
     }
 
@@ -378,6 +615,15 @@ pub struct Shared {
     pub host_ip: Option<IpAddr>,
     /// How long a request arriving before the first probe verdicts waits for them.
     pub warm_wait: Duration,
+    /// `--response-timeout`: the longest a backend may stay silent, before its response head
+    /// (counted from the request's last body byte) and between two reads of its response body.
+    /// A missed head counts as [`Outcome::Timeout`](crate::Outcome::Timeout) against the
+    /// endpoint, an idempotent request goes to another endpoint, and the client gets `504` when
+    /// none answered; a stalled body cuts the client's connection.
+    pub response_timeout: Duration,
+    /// `--body-timeout`: the longest the client may stay silent between two reads of its
+    /// request body; it then gets `408`, and nothing is counted against the endpoint.
+    pub body_timeout: Duration,
     /// Upgraded connections (WebSocket tunnels), so shutdown can wait for them too.
     pub tunnels: tokio_util::task::TaskTracker,
     /// Set when the server is shutting down.
@@ -414,16 +660,120 @@ pub fn backend_down_body(message: &str, resource: &str) -> String {
 }
 
 fn bad_gateway(body: String) -> Response<ProxyBody> {
+    let mut r = xml_error(StatusCode::BAD_GATEWAY, body);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
+    r
+}
+
+/// An XML error answer of sidekick's shape.
+fn xml_error(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(body));
-    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/xml"),
     );
     h.insert(header::SERVER, SERVER);
     r
+}
+
+/// An S3-style error body: `<Error><Code>..</Code><Message>..</Message><Resource>..`.
+fn s3_error_body(code: &str, message: &str, resource: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{}</Message><Resource>{}</Resource></Error>",
+        xml_text(message),
+        xml_text(resource)
+    )
+}
+
+/// The answer to a request whose own body failed (malformed chunk, shorter than its
+/// `Content-Length`, too slow): `408` when it stalled, `400` otherwise, and the connection is
+/// closed (its framing can no longer be trusted). Nothing of it is the backend's fault.
+fn client_body_error(e: &crate::Error, resource: &str) -> (Response<ProxyBody>, String) {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut timed_out = false;
+    while let Some(c) = cur {
+        if c.downcast_ref::<Silence>().is_some_and(|s| s.client) {
+            timed_out = true;
+            break;
+        }
+        cur = c.source();
+    }
+    let (status, code) = if timed_out {
+        (StatusCode::REQUEST_TIMEOUT, "RequestTimeout")
+    } else {
+        (StatusCode::BAD_REQUEST, "IncompleteBody")
+    };
+    let body = s3_error_body(code, &chain(e), resource);
+    let mut r = xml_error(status, body.clone());
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    (r, body)
+}
+
+/// A request the sidecar refuses before proxying it: `400`, connection closed.
+fn bad_request(why: &str) -> Response<ProxyBody> {
+    let mut r = text(StatusCode::BAD_REQUEST, "");
+    *r.body_mut() = ProxyBody::full(format!("400 Bad Request: {why}\n"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, whose value is a valid
+/// `uri-host [":" port]`. The reason, when the request breaks the rule.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return (req.version() == http::Version::HTTP_11).then_some("missing Host header");
+    };
+    if hosts.next().is_some() {
+        return Some("more than one Host header");
+    }
+    let v = host.as_bytes();
+    if v.is_empty() {
+        // Allowed when the target has no authority (RFC 9112 §3.2).
+        return None;
+    }
+    if !valid_host(v) {
+        return Some("invalid Host header");
+    }
+    None
+}
+
+/// `uri-host [":" port]` (RFC 3986 §3.2.2): a bracketed IP literal or a reg-name of
+/// unreserved, percent-encoded and sub-delim characters, then an optional decimal port.
+fn valid_host(v: &[u8]) -> bool {
+    let (host_ok, rest) = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => (
+                v[1..end].iter().all(|&b| {
+                    b.is_ascii_hexdigit() || b":.%-_~".contains(&b) || b.is_ascii_alphanumeric()
+                }),
+                &v[end + 1..],
+            ),
+            None => return false,
+        }
+    } else {
+        let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let name = &v[..end];
+        let ok = name.iter().enumerate().all(|(i, &b)| {
+            b.is_ascii_alphanumeric()
+                || b"-._~!$&'()*+,;=".contains(&b)
+                || (b == b'%'
+                    && name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        (ok, &v[end..])
+    };
+    let port_ok = match rest.split_first() {
+        None => true,
+        Some((b':', port)) => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
 }
 
 /// An error and its causes on one line.
@@ -498,7 +848,7 @@ fn trace_client(h: &HeaderMap, peer: IpAddr) -> String {
 }
 
 impl Shared {
-    fn client_ip(&self, peer: IpAddr) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr) -> IpAddr {
         match self.host_ip {
             Some(ip) if peer.is_loopback() => ip,
             _ => peer,
@@ -540,6 +890,9 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if let Some(why) = host_problem(&req) {
+        return Ok(bad_request(why));
+    }
     let path = req.uri().path();
     if path == METRICS_PATH {
         return Ok(shared.metrics());
@@ -612,6 +965,12 @@ async fn proxy(
     let resource = parts.uri.path().to_string();
 
     let h = &mut parts.headers;
+    // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
+        }
+    }
     strip_hop_by_hop(h, true);
     if let Some(u) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -645,9 +1004,16 @@ async fn proxy(
         }
     }
     parts.version = http::Version::HTTP_11;
+    let upload = Upload::new();
+    parts.extensions.insert(HeadWatch {
+        upload: upload.clone(),
+        timeout: shared.response_timeout,
+    });
     let body = RxBody {
         inner: body,
         counted: rx_counted.clone(),
+        upload,
+        idle: Idle::new(shared.body_timeout),
     };
     let out = Request::from_parts(parts, body);
 
@@ -687,6 +1053,11 @@ async fn proxy(
             };
             let (mut parts, body) = resp.into_parts();
             parts.version = http::Version::HTTP_11;
+            // Both framings (RFC 9112 §6.3): the body was decoded as chunked, so the backend's
+            // Content-Length does not describe what the client gets.
+            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
             let back_upgrade = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers, false);
             if let (Some((client, backend)), Some(u)) = (tunnel, back_upgrade) {
@@ -717,26 +1088,39 @@ async fn proxy(
                 parts,
                 ProxyBody {
                     inner: Inner::Stream(body),
+                    idle: Some((Idle::new(shared.response_timeout), gen.clone())),
                     done: Some(done),
                 },
             )
         }
         Err(e) => {
-            let message = if e.is_no_endpoint() {
-                "all backend servers are offline".to_string()
+            let (resp, body) = if e.is_body() {
+                client_body_error(&e, &resource)
+            } else if e.is_timeout() {
+                let ep = e.endpoint().unwrap_or("the backend");
+                let message = format!(
+                    "{ep} sent no response within {}",
+                    super::flags::describe(shared.response_timeout)
+                );
+                let body = backend_down_body(&message, &resource);
+                (xml_error(StatusCode::GATEWAY_TIMEOUT, body.clone()), body)
             } else {
-                chain(&e)
+                let message = if e.is_no_endpoint() {
+                    "all backend servers are offline".to_string()
+                } else {
+                    chain(&e)
+                };
+                let body = backend_down_body(&message, &resource);
+                (bad_gateway(body.clone()), body)
             };
-            let body = backend_down_body(&message, &resource);
+            done.status = resp.status().as_u16();
             if let Some(ep) = e.endpoint() {
                 done.stats = gen.registry.get(authority_of(ep));
                 if let Some(t) = &mut done.trace {
                     t.endpoint = ep.to_string();
                 }
             }
-            let resp = bad_gateway(body.clone());
-            done.tx =
-                response_head_bytes(StatusCode::BAD_GATEWAY, resp.headers()) + body.len() as u64;
+            done.tx = response_head_bytes(resp.status(), resp.headers()) + body.len() as u64;
             if let Some(t) = &mut done.trace {
                 t.ttfb = start.elapsed();
                 if console.opts.debug {
@@ -809,6 +1193,67 @@ mod tests {
             "<Message>The remote server returned an error (a &lt;b&gt; &amp; c)</Message>"
         ));
         assert!(b.ends_with("<Resource>/bucket/k&amp;y</Resource></Error>"));
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        let req = |version, hosts: &[&str]| {
+            let mut r = Request::new(());
+            *r.version_mut() = version;
+            for h in hosts {
+                r.headers_mut()
+                    .append(header::HOST, HeaderValue::from_str(h).unwrap());
+            }
+            r
+        };
+        let v11 = http::Version::HTTP_11;
+        assert_eq!(host_problem(&req(v11, &["a.example:9000"])), None);
+        assert_eq!(host_problem(&req(v11, &["[::1]:80"])), None);
+        assert_eq!(host_problem(&req(v11, &[""])), None);
+        assert_eq!(host_problem(&req(http::Version::HTTP_10, &[])), None);
+        assert_eq!(host_problem(&req(v11, &[])), Some("missing Host header"));
+        assert_eq!(
+            host_problem(&req(v11, &["a", "b"])),
+            Some("more than one Host header")
+        );
+        assert_eq!(host_problem(&req(v11, &["a%41.example:"])), None);
+        for bad in [
+            "a b", "u@a", "a/b", "a:port", "a?b", "a:1:2", "[::1", "a%4", "a:123456",
+        ] {
+            assert_eq!(
+                host_problem(&req(v11, &[bad])),
+                Some("invalid Host header"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_silence_from_the_first_empty_read() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let t = Duration::from_secs(60);
+        let mut idle = Idle::new(t);
+        // Long after the last data, the first empty read starts the clock.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(!idle.expired(&mut cx));
+        tokio::time::advance(t - Duration::from_millis(1)).await;
+        assert!(!idle.expired(&mut cx));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(idle.expired(&mut cx), "silent for the whole timeout");
+        idle.data();
+        assert!(!idle.expired(&mut cx), "data restarts the clock");
+    }
+
+    #[test]
+    fn upload_deadline_waits_for_the_client() {
+        let up = Upload::new();
+        let since = Instant::now();
+        let t = Duration::from_secs(5);
+        assert!(up.deadline(since, t).is_some_and(|d| d >= since + t));
+        up.waiting.store(true, Ordering::Relaxed);
+        assert_eq!(up.deadline(since, t), None, "the client owes bytes");
+        up.stamp();
+        assert!(up.deadline(since, t).is_some());
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Largest request head, in bytes; larger heads get `431`.
     pub max_header_bytes: usize,
+    /// Event-loop threads serving connections (thread per core): the calling runtime's, plus
+    /// `threads - 1` threads each with its own single-threaded runtime and its own listening
+    /// socket on the same address (`SO_REUSEPORT`: the kernel spreads new connections over
+    /// them). Default 1.
+    pub threads: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +43,7 @@ impl Default for Limits {
             max_conns: 8192,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            threads: 1,
         }
     }
 }
@@ -50,6 +56,49 @@ pub struct Server {
     conns: TaskTracker,
     accept: JoinHandle<()>,
     shared: Arc<Shared>,
+}
+
+/// Bind `address` `n` times with `SO_REUSEPORT` (for [`Limits::threads`] > 1): the first socket
+/// decides the port (`:0` picks one), the others join it.
+pub async fn bind_shared(address: &str, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let first = if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid port {port:?}"),
+            )
+        })?;
+        match reuseport_listener(SocketAddr::from(([0u16; 8], port))) {
+            Ok(l) => l,
+            Err(_) => reuseport_listener(SocketAddr::from(([0u8; 4], port)))?,
+        }
+    } else {
+        let addr = tokio::net::lookup_host(address)
+            .await?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+            })?;
+        reuseport_listener(addr)?
+    };
+    let at = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(reuseport_listener(at)?);
+    }
+    Ok(all)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Bind `address` in Go's syntax: `:8080` is every interface (IPv6 and IPv4 when available),
@@ -78,9 +127,52 @@ impl Server {
         shared: Arc<Shared>,
         limits: Limits,
     ) -> std::io::Result<Server> {
+        Server::spawn_many(vec![listener], tls, shared, limits)
+    }
+
+    /// Serve on several listeners bound to one address ([`bind_shared`]): the first on the
+    /// calling runtime, each other one on a thread of its own with a single-threaded runtime.
+    /// The connection limit is shared by all.
+    pub fn spawn_many(
+        listeners: Vec<TcpListener>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shared: Arc<Shared>,
+        limits: Limits,
+    ) -> std::io::Result<Server> {
+        let mut listeners = listeners.into_iter();
+        let listener = listeners
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listener"))?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let conns = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(limits.max_conns));
+        for (i, extra) in listeners.enumerate() {
+            let extra = extra.into_std()?;
+            let (tls, shared, stop, conns, slots) = (
+                tls.clone(),
+                shared.clone(),
+                stop.clone(),
+                conns.clone(),
+                slots.clone(),
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("sidekick-io-{}", i + 1))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let Ok(listener) = TcpListener::from_std(extra) else {
+                            return;
+                        };
+                        accept_loop(listener, tls, shared, limits, stop, conns.clone(), slots)
+                            .await;
+                        // Keep this runtime (and its connections) alive through the drain.
+                        conns.wait().await;
+                    });
+                })?;
+        }
         let accept = tokio::spawn(accept_loop(
             listener,
             tls,
@@ -88,6 +180,7 @@ impl Server {
             limits,
             stop.clone(),
             conns.clone(),
+            slots,
         ));
         Ok(Server {
             addr,
@@ -127,8 +220,8 @@ async fn accept_loop(
     limits: Limits,
     stop: CancellationToken,
     conns: TaskTracker,
+    slots: Arc<Semaphore>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_conns));
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,
@@ -183,7 +276,26 @@ async fn connection(
     }
 }
 
+/// Serve a connection on the forwarding loop, or on hyper when the configuration needs whole
+/// messages (the shared cache, `--debug` traces).
 async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    I: super::forward::io::Stream + 'static,
+{
+    let whole_messages = shared.console.opts.debug || shared.generation.load().cache().is_some();
+    if whole_messages {
+        serve_hyper(io, peer, shared, limits, stop).await
+    } else {
+        super::forward::serve(io, peer, shared, limits, stop).await
+    }
+}
+
+async fn serve_hyper<I>(
     io: I,
     peer: SocketAddr,
     shared: Arc<Shared>,

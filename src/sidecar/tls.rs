@@ -51,9 +51,28 @@ fn versions(tls_max: &str) -> &'static [&'static rustls::SupportedProtocolVersio
     }
 }
 
+/// Largest PEM file read (certificate chains, keys, CA bundles): a bound, so that a path such
+/// as `/dev/zero` fails at once instead of reading gigabytes.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Read a whole PEM file of at most [`MAX_PEM_BYTES`].
+fn read_pem(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} KiB: not a PEM file", MAX_PEM_BYTES / 1024),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Read every certificate of a PEM file.
 pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let bytes = read_pem(path).map_err(|e| format!("{path}: {e}"))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{path}: {e}"))?;
@@ -65,7 +84,8 @@ pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Read the private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("unable to read the private key: {e}"))?;
+    let bytes =
+        read_pem(path).map_err(|e| format!("unable to read the private key {path}: {e}"))?;
     let text = String::from_utf8_lossy(&bytes);
     if text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
         // Neither does sidekick (Go's x509 decrypts only the legacy form below).
@@ -94,7 +114,7 @@ pub fn load_key(path: &str, password: &str) -> Result<PrivateKeyDer<'static>, St
 /// sidekick (Go's `x509.DecryptPEMBlock`): a `Proc-Type: 4,ENCRYPTED` header, a `DEK-Info:
 /// <cipher>,<hex IV>` header, and the DER key encrypted in CBC mode under a key derived from the
 /// password with `EVP_BytesToKey` (MD5, one round, the first 8 bytes of the IV as salt).
-mod legacy_pem {
+pub(crate) mod legacy_pem {
     use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
     use md5::{Digest, Md5};
     use rustls::pki_types::{
@@ -111,7 +131,7 @@ mod legacy_pem {
     ];
 
     /// Decrypt the first encrypted key block of `pem` with `password`.
-    pub(super) fn decrypt(pem: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
+    pub(crate) fn decrypt(pem: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
         let mut lines = pem.lines().map(str::trim);
         let label = lines
             .by_ref()
@@ -370,8 +390,20 @@ fn certified_key(
 /// Load `--cert`/`--key` as sidekick does (messages included).
 pub fn load_pair(cert: &str, key: &str, password: &str) -> Result<CertifiedKey, String> {
     let certs = load_certs(cert).map_err(|e| format!("unable to read the public key: {e}"))?;
-    let key = load_key(key, password)?;
-    certified_key(certs, key)
+    let key_der = load_key(key, password)?;
+    let pair = certified_key(certs, key_der)?;
+    // A key that does not match the certificate fails every handshake: refuse it here.
+    match pair.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(pair)
+        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(
+            format!("the private key {key} does not match the certificate {cert}"),
+        ),
+        Err(e) => Err(format!(
+            "unable to check the private key {key} against the certificate {cert}: {e}"
+        )),
+    }
 }
 
 impl CertStore {
@@ -427,7 +459,9 @@ pub async fn watch(
                 seen = now;
             }
             Err(e) => {
-                report(format!("unable to reload the certificate {c}: {e}"));
+                report(format!(
+                    "unable to reload the certificate {c}: {e}; the running certificate stays"
+                ));
                 // Try again at the next tick only if the files change once more.
                 seen = now;
             }

@@ -623,6 +623,7 @@ pub fn trace_init() {
         .with_env_filter(filter)
         .try_init();
 }
+pub mod adversary;
 pub mod cache;
 pub mod s3;
 pub mod sidecar;

@@ -146,7 +146,8 @@ static void test_options_and_config_errors(const char *live) {
               o.attempt_timeout_ms == 0 && o.connect_timeout_ms == 3000 && !o.rr_dns &&
               o.dns_refresh_ms == 30000 && o.pool_idle_timeout_ms == 90000 &&
               o.pool_max_idle_per_host == 1024 && o.worker_threads == 2 && o.policy == NULL &&
-              o.health_path == NULL && o.healthy_statuses == NULL && o.on_event == NULL,
+              o.health_path == NULL && o.healthy_statuses == NULL && o.on_event == NULL &&
+              !o.health_optimistic,
           "options_init writes every documented default");
 
     const char *sites[] = {live};

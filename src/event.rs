@@ -1,0 +1,107 @@
+//! What the balancer tells the outside: state changes and retries, as [`Event`]s.
+//!
+//! Every event is logged through `tracing` and handed to the callback set with
+//! [`Builder::on_event`](crate::Builder::on_event), if any. The engine's parts report to the
+//! balancer; only the balancer emits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::failover::EjectReason;
+
+/// A state change or a retry, delivered to the callback set with [`Builder::on_event`](crate::Builder::on_event) (and always
+/// emitted as a `tracing` event).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The probes say the endpoint is up (it entered rotation).
+    Up {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index.
+        site: usize,
+        /// How long it was out of rotation (since start for the first time).
+        downtime: Duration,
+    },
+    /// The probes say the endpoint is down.
+    Down {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index.
+        site: usize,
+        /// The probe's error.
+        reason: String,
+    },
+    /// Passive ejection took the endpoint out of rotation.
+    Ejected {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index.
+        site: usize,
+        /// Why.
+        reason: EjectReason,
+    },
+    /// An ejected endpoint is back in rotation.
+    Returned {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index.
+        site: usize,
+    },
+    /// A request is retried on another endpoint after failing on this one.
+    Retry {
+        /// The endpoint that failed.
+        endpoint: String,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Why: `connect`, `reset`, `timeout` or `status`.
+        reason: &'static str,
+    },
+    /// A retry was refused because the retry budget is spent.
+    BudgetExhausted {
+        /// The endpoint that failed.
+        endpoint: String,
+    },
+}
+
+/// The callback set with `Builder::on_event`.
+pub(crate) type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Log `ev` through `tracing`, then hand it to `callback`.
+pub(crate) fn emit(callback: Option<&EventFn>, ev: Event) {
+    match &ev {
+        Event::Up {
+            endpoint,
+            site,
+            downtime,
+        } => tracing::info!(endpoint = %endpoint, site = site + 1, ?downtime, "endpoint up"),
+        Event::Down {
+            endpoint,
+            site,
+            reason,
+        } => tracing::warn!(endpoint = %endpoint, site = site + 1, %reason, "endpoint down"),
+        Event::Ejected {
+            endpoint,
+            site,
+            reason,
+        } => {
+            tracing::warn!(endpoint = %endpoint, site = site + 1, reason = reason.as_str(), "endpoint ejected")
+        }
+        Event::Returned { endpoint, site } => {
+            tracing::info!(endpoint = %endpoint, site = site + 1, "endpoint returned")
+        }
+        Event::Retry {
+            endpoint,
+            attempt,
+            reason,
+        } => {
+            tracing::debug!(endpoint = %endpoint, attempt, reason, "retrying on another endpoint")
+        }
+        Event::BudgetExhausted { endpoint } => {
+            tracing::debug!(endpoint = %endpoint, "retry budget exhausted")
+        }
+    }
+    if let Some(f) = callback {
+        f(&ev);
+    }
+}

@@ -1,0 +1,101 @@
+//! A [`Lease`]: one attempt's claim on the endpoint a pick chose, finished with its
+//! [`Outcome`].
+//!
+//! The request path runs one way: the balancer picks and hands out a lease; the caller sends
+//! and finishes the lease with what happened; the endpoint enters it in its load score and its
+//! ejection rules. A lease holds a counted reference to its endpoint and nothing else: no lock,
+//! and not the balancer (finishing after the balancer is gone is harmless).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::endpoint::{Endpoint, EndpointId};
+use crate::outcome::Outcome;
+use crate::target::Target;
+
+/// One request's claim on an endpoint. Holds no lock; counts as one request in flight until it
+/// is finished or dropped.
+pub struct Lease {
+    ep: Arc<Endpoint>,
+    start_ns: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("endpoint", &self.ep.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// A lease on `ep`, taken at `start_ns` (its in-flight count already raised).
+    pub(crate) fn new(ep: Arc<Endpoint>, start_ns: u64) -> Self {
+        Lease {
+            ep,
+            start_ns,
+            done: false,
+        }
+    }
+
+    /// The endpoint URL, e.g. `http://10.0.0.1:9000` (with its base path, if any).
+    pub fn url(&self) -> &str {
+        &self.ep.url
+    }
+
+    /// The endpoint's identifier, for [`Balancer::pick_excluding`](crate::Balancer::pick_excluding).
+    pub fn id(&self) -> EndpointId {
+        self.ep.id
+    }
+
+    /// The index of the endpoint's site (0 for the first).
+    pub fn site(&self) -> usize {
+        self.ep.site
+    }
+
+    /// The endpoint's parsed address.
+    pub fn target(&self) -> &Target {
+        &self.ep.target
+    }
+
+    pub(crate) fn scheme(&self) -> &http::uri::Scheme {
+        &self.ep.scheme
+    }
+
+    pub(crate) fn authority(&self) -> &http::uri::Authority {
+        &self.ep.authority
+    }
+
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn virtual_host(&self) -> Option<&http::HeaderValue> {
+        self.ep.virtual_host.as_ref()
+    }
+
+    pub(crate) fn base_path(&self) -> &str {
+        &self.ep.base_path
+    }
+
+    /// Report the outcome; the latency is measured from the pick.
+    pub fn finish(mut self, outcome: Outcome) {
+        let now = self.ep.ledger.clock.now();
+        self.done = true;
+        let latency = now.saturating_sub(self.start_ns) as f64;
+        self.ep.finish(outcome, latency, now);
+    }
+
+    /// Report the outcome with a latency measured by the caller (e.g. time to first byte).
+    pub fn finish_with_latency(mut self, outcome: Outcome, latency: Duration) {
+        let now = self.ep.ledger.clock.coarse();
+        self.done = true;
+        self.ep.finish(outcome, latency.as_nanos() as f64, now);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ep.finish(Outcome::Cancelled, 0.0, 0);
+        }
+    }
+}
