@@ -178,3 +178,25 @@ async fn status_503_is_retried_on_another_endpoint_for_idempotent_methods() {
     let (c, _) = client(&[format!("{},{}", bad.url(), good.url())], |b| b);
     assert_eq!(send(&c, "POST", pattern(10)).await.unwrap(), 503);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_post_retryable() {
+    let bad = Backend::start("bad", Behavior::Status(503)).await;
+    let good = Backend::start("good", Behavior::Ok).await;
+    let (c, ev) = client(&[format!("{},{}", bad.url(), good.url())], |b| b);
+    let body = pattern(1000);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/obj")
+        .header("Idempotency-Key", "8e03978e-40d5-43e8-bc93-6894a57f9324")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(retries(&ev, "status"), 1);
+    assert_eq!(bad.hits(), 1);
+    assert!(
+        good.requests()[0].body == body,
+        "the POST body was not replayed as sent"
+    );
+}

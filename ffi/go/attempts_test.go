@@ -2,10 +2,15 @@ package sidekick
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -127,4 +132,45 @@ func TestAttemptPolicyVectors(t *testing.T) {
 		t.Fatal("no vector found")
 	}
 	t.Logf("attempt policy vectors: %d cases", cases)
+}
+
+// Transport follows the engine's decisions: a 503 goes to the next site for a GET and for a POST
+// with an Idempotency-Key, and comes back as it is for a plain POST.
+func TestTransportFollowsTheEngineOnStatuses(t *testing.T) {
+	var badHits atomic.Int64
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		badHits.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(bad.Close)
+	good := newBackend(t, 0)
+	bal := mustNew(t, []string{bad.URL, good.url}, Options{DisableHealthCheck: true})
+	client := &http.Client{Transport: &Transport{Balancer: bal}}
+	send := func(method string, header http.Header) (int, string) {
+		req, _ := http.NewRequest(method, "http://virtual/obj", bytes.NewReader([]byte("payload")))
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body)
+	}
+	if code, body := send(http.MethodGet, nil); code != 200 || body != "ok GET /obj len=7" {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+	if code, _ := send(http.MethodPost, nil); code != 503 {
+		t.Fatalf("POST without a key: %d, want the 503 as it is", code)
+	}
+	key := http.Header{"Idempotency-Key": {"k-1"}}
+	if code, body := send(http.MethodPost, key); code != 200 || body != "ok POST /obj len=7" {
+		t.Fatalf("POST with a key: %d %q", code, body)
+	}
+	if badHits.Load() != 3 || good.hits.Load() != 2 {
+		t.Fatalf("hits: bad %d, good %d; want 3 and 2", badHits.Load(), good.hits.Load())
+	}
 }

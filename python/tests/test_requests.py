@@ -66,6 +66,21 @@ def test_retry_status_goes_elsewhere(backends: List[Backend]) -> None:
     assert sum(e.requests for e in b.endpoints()) == 3
 
 
+def test_the_engine_decides_idempotency_keys_and_the_budget(backends: List[Backend]) -> None:
+    b = sidekick.Balancer(site_of(backends), health_check=False, retry_statuses=[503], max_attempts=3)
+    s = session_for(b)
+    # A POST is not retried on a 503, unless an idempotency key makes it safe to repeat.
+    assert s.post(VIRTUAL + "/status/503", data=b"x").status_code == 503
+    assert sum(e.requests for e in b.endpoints()) == 1
+    r = s.post(VIRTUAL + "/status/503", data=b"x", headers={"Idempotency-Key": "k-1"})
+    assert r.status_code == 503
+    assert sum(e.requests for e in b.endpoints()) == 1 + 3
+    # With the balancer's budget spent, a GET gets its 503 without a retry.
+    spent = sidekick.Balancer(site_of(backends), health_check=False, retry_statuses=[503], retry_budget=(0.0, 0))
+    assert session_for(spent).get(VIRTUAL + "/status/503").status_code == 503
+    assert sum(e.requests for e in spent.endpoints()) == 1
+
+
 def test_no_endpoint_is_a_requests_connection_error() -> None:
     b = sidekick.Balancer("http://127.0.0.1:9", warmup=0, **FAST)
     s = session_for(b)

@@ -5,15 +5,22 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.sun.net.httpserver.HttpServer;
+import java.net.InetSocketAddress;
+import java.net.http.HttpClient;
+import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.DynamicTest;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestFactory;
 
 /**
@@ -81,6 +88,41 @@ class AttemptsTest {
             }
             assertNull(lease, "the steps left a retry open");
             assertEquals(steps.length, a.count());
+        }
+    }
+
+    /**
+     * BalancedClient follows the engine's decisions: a 503 goes to the next site for a GET and for
+     * a POST with an Idempotency-Key, and comes back as it is for a plain POST.
+     */
+    @Test
+    void balancedClientFollowsTheEngineOnStatuses() throws Exception {
+        AtomicInteger badHits = new AtomicInteger();
+        HttpServer bad = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 16);
+        bad.createContext("/", exchange -> {
+            exchange.getRequestBody().readAllBytes();
+            badHits.incrementAndGet();
+            exchange.sendResponseHeaders(503, -1);
+            exchange.close();
+        });
+        bad.start();
+        BalancerTest.Backend good = new BalancerTest.Backend(0);
+        String badUrl = "http://127.0.0.1:" + bad.getAddress().getPort();
+        try (Balancer b = Balancer.create(List.of(badUrl, good.url), Map.of("health_check", "false"))) {
+            BalancedClient client = new BalancedClient(
+                    b, HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build(), Duration.ofSeconds(5));
+            byte[] payload = "payload".getBytes(StandardCharsets.UTF_8);
+            HttpResponse<byte[]> get = client.send("GET", "/obj", null, Map.of());
+            assertEquals(200, get.statusCode());
+            assertEquals(503, client.send("POST", "/obj", payload, Map.of()).statusCode());
+            HttpResponse<byte[]> keyed = client.send("POST", "/obj", payload, Map.of("Idempotency-Key", "k-1"));
+            assertEquals(200, keyed.statusCode());
+            assertEquals("ok POST /obj len=7", new String(keyed.body(), StandardCharsets.UTF_8));
+            assertEquals(3, badHits.get());
+            assertEquals(2, good.hits.get());
+        } finally {
+            bad.stop(0);
+            good.kill();
         }
     }
 }
