@@ -205,8 +205,20 @@ impl<C: Stream> Conn<C> {
     /// out, refused: a refusal was answered already).
     async fn next_head(&mut self, stop: &CancellationToken) -> bool {
         let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
+        // How far the buffer was searched for the end of the head: a head trickling in a
+        // byte at a time is searched once in all, not once per byte.
+        let mut searched = 0usize;
         loop {
-            match parse::parse_request(self.rbuf.filled(), &mut self.req) {
+            let filled = self.rbuf.filled();
+            let from = searched.saturating_sub(3).min(filled.len());
+            let complete = parse::head_end(&filled[from..]).is_some();
+            searched = filled.len();
+            let parsed = if complete {
+                parse::parse_request(filled, &mut self.req)
+            } else {
+                Ok(None)
+            };
+            match parsed {
                 Ok(Some(())) => {
                     if self.req.len > self.limits.max_header_bytes {
                         self.refuse(431, "request head too large").await;
@@ -875,7 +887,9 @@ impl<C: Stream> Conn<C> {
         w.extend_from_slice(b"\r\n");
         let mut tx = status_count(status) + lines;
         let resp_len = resp.len;
-        let reusable_head = !resp.opts.close && resp.minor == 1 && framing != Framing::Close;
+        // A 101 switched the connection to another protocol: it never goes back to the pool.
+        let reusable_head =
+            !resp.opts.close && resp.minor == 1 && framing != Framing::Close && status != 101;
         self.bbuf.consume(resp_len);
 
         if tunnel {
