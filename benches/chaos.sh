@@ -35,6 +35,7 @@ SIDEKICK_GO="${SIDEKICK_GO:-}"
 PHASE_SECS="${PHASE_SECS:-20}"   # load per fault
 FAULT_AT="${FAULT_AT:-3}"        # seconds into the load when the fault starts
 CONNS="${CONNS:-64}"
+WRK_TIMEOUT="${WRK_TIMEOUT:-5}" # seconds; a request stuck longer counts as failed
 WORKERS="${WORKERS:-$(nproc)}"   # nginx worker_processes / haproxy nbthread
 HEALTH=/minio/health/ready
 PORT=8000                        # every backend's port, on its own address
@@ -296,7 +297,7 @@ run_phase() {
     local kind=$1 phase=$2 before=() after i wrk_pid json
     start_lb "$kind"
     for i in 1 2 3 4; do before[$i]=$(lines "${BE_LOG[$i]}"); done
-    ip netns exec "$NS_LB" wrk -t2 -c"$CONNS" -d"${PHASE_SECS}s" --timeout 10s -s "$WORK/wrk.lua" \
+    ip netns exec "$NS_LB" wrk -t2 -c"$CONNS" -d"${PHASE_SECS}s" --timeout "${WRK_TIMEOUT}s" -s "$WORK/wrk.lua" \
         "http://127.0.0.1:$LB_PORT/obj/1k" >"$WORK/wrk-$kind-$phase.log" 2>&1 &
     wrk_pid=$!
     PIDS+=("$wrk_pid")
@@ -337,13 +338,15 @@ done
 # ----- the table -----
 
 FAULTS="$(for p in "${PHASES[@]}"; do printf '%s\t%s\n' "$p" "$(describe_fault "$p")"; done)"
-python3 - "$RESULTS" "$FAULTS" "$PHASE_SECS" "$FAULT_AT" "$CONNS" <<'EOF'
+python3 - "$RESULTS" "$FAULTS" "$PHASE_SECS" "$FAULT_AT" "$CONNS" "$WRK_TIMEOUT" <<'EOF'
 import json, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l]
 faults = dict(l.split("\t", 1) for l in sys.argv[2].splitlines())
-secs, at, conns = sys.argv[3:6]
+secs, at, conns, timeout = sys.argv[3:7]
 print(f"GET /obj/1k (1 KiB), {conns} connections, {secs} s per row; the fault hits backend 4's link "
-      f"{at} s into the load. failed = wrk errors (connect, read, write, timeout 10 s) + non-2xx/3xx.\n")
+      f"{at} s into the load. failed = wrk errors (connect, read, write, no answer within {timeout} s) "
+      "+ non-2xx/3xx answers; p99 and max are over the answered requests (a request still waiting "
+      "when the load stops is in neither).\n")
 print("| LB | fault | requests | failed | failed % | p99 ms | max ms | req/s | served by backend 4 |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for kind, phase, js, served, bad in rows:
