@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod tls;
+pub mod trim;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
