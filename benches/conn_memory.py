@@ -48,11 +48,19 @@ async def get(port):
 async def main():
     backend = await asyncio.start_server(backend_conn, "127.0.0.1", 0, backlog=4096)
     bport = backend.sockets[0].getsockname()[1]
+    log = open(f"/tmp/conn_memory.{os.getpid()}.log", "w+")
     sk = subprocess.Popen([BIN, "--address", "127.0.0.1:0", f"http://127.0.0.1:{bport}"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          stdout=log, stderr=subprocess.STDOUT)
     try:
-        line = sk.stdout.readline().decode()
-        port = int(re.search(r":(\d+)'", line).group(1))
+        port = None
+        for _ in range(500):  # at most 10 s
+            log.seek(0)
+            m = re.search(r"listening on '[^']*:(\d+)'", log.read())
+            if m:
+                port = int(m.group(1))
+                break
+            await asyncio.sleep(0.02)
+        assert port, "the sidecar did not say where it listens"
         await asyncio.sleep(5)  # probes done, start-up trim done
         idle = rss_kib(sk.pid)
         conns = []
@@ -75,6 +83,12 @@ async def main():
             sk.kill()
             sk.wait()
         backend.close()
+        log.seek(0)
+        tail = log.read()[-400:]
+        log.close()
+        os.unlink(log.name)
+        if tail.count("\n") > 2:
+            print("sidecar output (end):", tail, file=sys.stderr)
 
 
 asyncio.run(main())
