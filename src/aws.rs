@@ -80,11 +80,15 @@
 //!
 //! The SDK's `connect_timeout` (default: the balancer's [`connect_timeout`]) bounds each TCP
 //! connect; its `read_timeout` (default: the balancer's [`attempt_timeout`]) bounds each attempt
-//! until the response head (until the end of a short response that is read whole). Connections
-//! are pooled per node and per connect timeout, with the balancer's pool settings.
+//! until the response head (until the end of a short response that is read whole). Inside it,
+//! the balancer's [`response_timeout`] (default 60 s) bounds the wait with nothing happening,
+//! counted from the request body's last chunk: a node that accepts and never answers is a
+//! timeout (against the node; the SDK retries it). Connections are pooled per node and per
+//! connect timeout, with the balancer's pool settings.
 //!
 //! [`connect_timeout`]: crate::Builder::connect_timeout
 //! [`attempt_timeout`]: crate::Builder::attempt_timeout
+//! [`response_timeout`]: crate::Builder::response_timeout
 
 use std::collections::HashMap;
 use std::fmt;

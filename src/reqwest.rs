@@ -47,6 +47,11 @@
 //! another node: the rest of the bytes, pinned to the same object version by its `ETag` (see
 //! [`SidekickMiddleware::resume_client`]). The caller reads one uninterrupted body.
 //!
+//! A request whose body is in memory (at most 1 MiB) waits at most the balancer's
+//! `response_timeout` (default 60 s) for its response head; a node that accepts and never
+//! answers is then a timeout against it, and an idempotent request goes to another node here
+//! (reqwest-retry does not retry the middleware error this is).
+//!
 //! Every other failure — a reset before the head, a timeout, a 503 — is returned to the caller
 //! (or to the retry middleware): the balancer's own response-level retries (`max_attempts`,
 //! `retry_statuses`) are not used here, retrying is reqwest-retry's job.
