@@ -85,6 +85,9 @@ pub fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generatio
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(1024)
+        // The proxy bounds the wait for a response head itself (`--response-timeout`, with its
+        // own 504 and accounting): the engine's bound would only race it.
+        .response_timeout(None)
         .tls_config(tls)
         .on_event(move |ev| {
             let downtime = events.on_event(ev);
