@@ -80,11 +80,15 @@
 //!
 //! The SDK's `connect_timeout` (default: the balancer's [`connect_timeout`]) bounds each TCP
 //! connect; its `read_timeout` (default: the balancer's [`attempt_timeout`]) bounds each attempt
-//! until the response head (until the end of a short response that is read whole). Connections
-//! are pooled per node and per connect timeout, with the balancer's pool settings.
+//! until the response head (until the end of a short response that is read whole). Inside it,
+//! the balancer's [`response_timeout`] (default 60 s) bounds the wait with nothing happening,
+//! counted from the request body's last chunk: a node that accepts and never answers is a
+//! timeout (against the node; the SDK retries it). Connections are pooled per node and per
+//! connect timeout, with the balancer's pool settings.
 //!
 //! [`connect_timeout`]: crate::Builder::connect_timeout
 //! [`attempt_timeout`]: crate::Builder::attempt_timeout
+//! [`response_timeout`]: crate::Builder::response_timeout
 
 use std::collections::HashMap;
 use std::fmt;
@@ -113,6 +117,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balancer::{Balancer, Lease, Outcome};
 use crate::error::{find_source, BoxError, Error};
+use crate::head_wait::{self, Progress};
 use crate::resume::{Plan, ResumeBody};
 use crate::retry::{classify, is_idempotent_request, Decision};
 use crate::transport::{self, Connector};
@@ -369,13 +374,20 @@ impl BalancedConnector {
         let mut lease = attempts.pick().map_err(|e| ConnectorError::io(e.into()))?;
         loop {
             let uri = node_uri(&lease, &pq).map_err(|e| ConnectorError::user(e.into()))?;
-            let mut req = Request::new(slot.body());
+            let progress = Arc::new(Progress::new());
+            let mut req = Request::new(slot.body(Some(progress.clone())));
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
             *req.headers_mut() = parts.headers.clone();
             *req.extensions_mut() = parts.extensions.clone();
             capture_connection(&mut req);
-            let fut = self.attempt(req);
+            // The idle-based head wait (`response_timeout`) inside the SDK's read timeout.
+            let response_timeout = self.balancer.core.cfg.response_timeout;
+            let fut = async {
+                head_wait::bounded(self.attempt(req), response_timeout, Some(&progress))
+                    .await
+                    .unwrap_or_else(|e| Err(Box::new(e) as BoxError))
+            };
             let result = match self.read_timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
                     Ok(r) => r,
@@ -494,16 +506,22 @@ impl BalancedConnector {
         attempts.exclude(broken);
         let mut lease = attempts.pick()?;
         loop {
-            let mut req = Request::new(Slot::new(SdkBody::empty()).body());
+            let mut req = Request::new(Slot::new(SdkBody::empty()).body(None));
             *req.uri_mut() = node_uri(&lease, pq)?;
             *req.headers_mut() = headers.clone();
-            let fut = self.pool.request(req);
+            let response_timeout = self.balancer.core.cfg.response_timeout;
+            let fut = async {
+                match head_wait::bounded(self.pool.request(req), response_timeout, None).await {
+                    Ok(r) => r.map_err(BoxError::from),
+                    Err(e) => Err(Box::new(e) as BoxError),
+                }
+            };
             let result = match self.read_timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
-                    Ok(r) => r.map_err(BoxError::from),
+                    Ok(r) => r,
                     Err(_) => Err(read_timeout(t)),
                 },
-                None => fut.await.map_err(BoxError::from),
+                None => fut.await,
             };
             let (outcome, answer) = match result {
                 Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
@@ -607,12 +625,14 @@ impl Slot {
         }
     }
 
-    fn body(&self) -> AttemptBody {
+    /// The body of one attempt; `progress` is told of every frame it hands out.
+    fn body(&self, progress: Option<Arc<Progress>>) -> AttemptBody {
         AttemptBody {
             slot: self.body.clone(),
             body: None,
             hint: self.hint,
             end: self.end,
+            progress,
         }
     }
 
@@ -628,6 +648,8 @@ struct AttemptBody {
     /// The body's size hint before it was taken (lower, upper).
     hint: (u64, Option<u64>),
     end: bool,
+    /// The response head wait counts from the last frame handed out.
+    progress: Option<Arc<Progress>>,
 }
 
 impl Body for AttemptBody {
@@ -646,10 +668,14 @@ impl Body for AttemptBody {
                 None => return Poll::Ready(Some(Err("request body already consumed".into()))),
             }
         }
-        match this.body.as_mut() {
+        let polled = match this.body.as_mut() {
             Some(b) => Pin::new(b).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if let (Poll::Ready(_), Some(p)) = (&polled, &this.progress) {
+            p.touch();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -61,6 +61,13 @@ pub(crate) use crate::failover::Step as AfterFinish;
 pub use crate::lease::Lease;
 pub use crate::outcome::Outcome;
 
+/// Sites of at most this many endpoints rebuild their available list at once on every change.
+const REBUILD_INLINE_MAX: usize = 1024;
+
+/// How late a larger site's available list may be rebuilt after a change (see
+/// `Core::republish`): at most this many rebuilds a second, whatever the churn.
+const REBUILD_SPACING: Duration = Duration::from_millis(10);
+
 /// What a balancer is built with besides its settings: callbacks, and where its tasks run.
 #[derive(Clone, Default)]
 pub(crate) struct Hooks {
@@ -279,10 +286,37 @@ impl Core {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// The available list again, after an endpoint changed. Call with the site lock held.
-    fn republish(&self, site: &Site) {
-        site.republish();
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    /// The available list of site `si` again, after an endpoint's standing changed. Call after
+    /// releasing the site lock.
+    ///
+    /// A small site is rebuilt at once. A large one (rebuilding costs O(n), and at start-up every
+    /// endpoint gets its first verdict within a second: a rebuild per change would be O(n²),
+    /// minutes for 65,536 endpoints) is rebuilt by a task at most [`REBUILD_SPACING`] later,
+    /// which takes in every change made meanwhile. Picks check each candidate's standing, so an
+    /// endpoint that just left rotation is never picked in between; one that just came back
+    /// waits for the rebuild.
+    fn republish(&self, si: usize) {
+        let Some(site) = self.sites.get(si) else {
+            return;
+        };
+        if site.state.load().endpoints.len() <= REBUILD_INLINE_MAX {
+            site.republish();
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+            return;
+        }
+        if !site.defer() {
+            return;
+        }
+        let weak = self.me.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(REBUILD_SPACING).await;
+            if let Some(core) = weak.upgrade() {
+                if let Some(site) = core.sites.get(si) {
+                    site.run_deferred();
+                    core.changed.send_modify(|v| *v = v.wrapping_add(1));
+                }
+            }
+        });
     }
 
     // ----- picking -----
@@ -382,8 +416,8 @@ impl Core {
             return false;
         };
         ep.stats.ejections.fetch_add(1, Ordering::Relaxed);
-        self.republish(site);
         drop(g);
+        self.republish(ep.site);
         self.emit(Event::Ejected {
             endpoint: ep.url.clone(),
             site: ep.site,
@@ -400,10 +434,7 @@ impl Core {
             return;
         };
         ep.stats.ejections.fetch_add(1, Ordering::Relaxed);
-        if let Some(site) = self.site_of(ep) {
-            let _g = site.lock();
-            self.republish(site);
-        }
+        self.republish(ep.site);
         self.emit(Event::Ejected {
             endpoint: ep.url.clone(),
             site: ep.site,
@@ -439,10 +470,11 @@ impl Core {
         let Some(site) = self.site_of(ep) else {
             return;
         };
-        let _g = site.lock();
+        let g = site.lock();
         if ep.standing.apply(Standing::trial_due).is_some() {
             ep.load.reset();
-            self.republish(site);
+            drop(g);
+            self.republish(ep.site);
         }
     }
 
@@ -451,11 +483,12 @@ impl Core {
             return;
         };
         {
-            let _g = site.lock();
+            let g = site.lock();
             if ep.standing.apply(Standing::readmit).is_none() {
                 return;
             }
-            self.republish(site);
+            drop(g);
+            self.republish(ep.site);
         }
         self.emit(Event::Returned {
             endpoint: ep.url.clone(),
@@ -485,14 +518,22 @@ impl ProbeSink for Core {
         };
         let now = self.now_ns();
         let was_ejected;
+        let flipped;
         {
             let _g = site.lock();
             let applied = ep.standing.apply(|s| Some(s.probed(health)));
             was_ejected = applied.is_some_and(|(old, _)| old.ejected);
+            flipped = applied.is_some_and(|(old, new)| old.pickable() != new.pickable());
             if health == Health::Up {
                 ep.load.reset();
             }
-            self.republish(site);
+        }
+        if flipped {
+            self.republish(ep.site);
+        } else {
+            // The available list is unchanged (a first verdict of down, say), but `ready()`
+            // counts the endpoints still waiting for one.
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
         let up = health == Health::Up;
         let downtime_start = ep
@@ -548,7 +589,7 @@ impl AddressSink for Core {
             let mut added = false;
             let mut removed = false;
             // Keep endpoints of other targets, and of this target whose address is still there.
-            for ep in &cur.endpoints {
+            for ep in cur.endpoints.iter() {
                 let kept =
                     ep.origin != origin || ips.iter().any(|ip| ep.target.host() == ip.to_string());
                 if kept {
@@ -740,7 +781,7 @@ impl Balancer {
         let ledger = &self.core.ledger;
         for (site, load) in self.core.sites.iter().zip(&ledger.site_loads) {
             let seed = load.seed(&ledger.load_cfg);
-            for ep in &site.state.load().endpoints {
+            for ep in site.state.load().endpoints.iter() {
                 out.push(ep.info(now, seed, &ledger.load_cfg));
             }
         }

@@ -296,6 +296,18 @@ impl Builder {
         self
     }
 
+    /// How long one attempt may wait for its response head with nothing happening: counted from
+    /// the request's last body byte (each body chunk sent starts it again), so a long upload is
+    /// not cut while a backend that accepts and never answers is. On expiry the attempt counts as
+    /// a timeout (against the endpoint; an idempotent request is retried on another one within
+    /// the retry budget). Applies to the tower layer, [`Client`](crate::Client), the aws
+    /// connector and the reqwest middleware. `None` removes the bound. Default is 60 s;
+    /// [`attempt_timeout`](Builder::attempt_timeout) remains an optional overall cap.
+    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.cfg.response_timeout = timeout.into();
+        self
+    }
+
     /// TCP connect timeout of the built-in connector (probes and [`Client`](crate::Client)).
     /// Default is 3 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) failure_statuses: Vec<u16>,
     pub(crate) host_policy: HostPolicy,
     pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) response_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     pub(crate) rr_dns: bool,
     pub(crate) dns_refresh: Duration,
@@ -59,6 +60,7 @@ impl Default for Config {
             failure_statuses: (500..=599).chain([429]).collect(),
             host_policy: HostPolicy::Keep,
             attempt_timeout: None,
+            response_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(3),
             rr_dns: false,
             dns_refresh: Duration::from_secs(30),
@@ -108,6 +110,9 @@ impl Config {
         }
         if let Some(t) = c.attempt_timeout {
             positive("attempt_timeout", t)?;
+        }
+        if let Some(t) = c.response_timeout {
+            positive("response_timeout", t)?;
         }
         if !(0.0..=10.0).contains(&c.probe.jitter) {
             return Err(Error::config(format!(

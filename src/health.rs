@@ -166,14 +166,14 @@ pub(crate) type ProbeFn = Arc<
 /// How probes are sent: HTTP by default, or a user function.
 #[derive(Clone)]
 pub(crate) enum Prober {
-    Http(Box<ProbeClient>),
+    Http(Arc<ProbeClient>),
     Custom(ProbeFn),
 }
 
 impl Prober {
     /// HTTP probes through `conn`: few connections, each kept a short while.
     pub(crate) fn http(conn: Connector) -> Prober {
-        Prober::Http(Box::new(
+        Prober::Http(Arc::new(
             HyperClient::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(1)
@@ -236,11 +236,9 @@ pub(crate) async fn run(
     prober: Prober,
     cancel: CancellationToken,
 ) {
-    let Some(uri) = ep.probe_uri.clone() else {
+    if ep.probe_uri.is_none() {
         return;
-    };
-    let host = ep.probe_host.clone();
-    let url = ep.url.clone();
+    }
     let mut state = Hysteresis::new(cfg.rise, cfg.fall);
     let mut delay = first_delay(cfg.interval, cfg.jitter, crate::random::f64());
     // Bounded by cancellation: the loop ends when the balancer (or this endpoint) is dropped.
@@ -253,17 +251,32 @@ pub(crate) async fn run(
         if cfg.optimistic && !due_when_optimistic(&ep) {
             continue;
         }
+        // The probe's future lives on the heap only while a probe is under way: a waiting
+        // probe task stays small (one per endpoint, tens of thousands of them).
+        let probe: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> =
+            match (&prober, &ep.probe_uri) {
+                (Prober::Http(client), Some(uri)) => Box::pin(probe_once(
+                    client,
+                    uri,
+                    &ep.probe_host,
+                    cfg.timeout,
+                    &cfg.healthy,
+                )),
+                (Prober::Http(_), None) => return,
+                (Prober::Custom(f), _) => {
+                    let fut = f(ep.url.clone());
+                    let timeout = cfg.timeout;
+                    Box::pin(async move {
+                        match tokio::time::timeout(timeout, fut).await {
+                            Ok(r) => r,
+                            Err(_) => Err(format!("probe timed out after {timeout:?}")),
+                        }
+                    })
+                }
+            };
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = async {
-                match &prober {
-                    Prober::Http(client) => probe_once(client, &uri, &host, cfg.timeout, &cfg.healthy).await,
-                    Prober::Custom(f) => match tokio::time::timeout(cfg.timeout, f(url.clone())).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("probe timed out after {:?}", cfg.timeout)),
-                    },
-                }
-            } => r,
+            r = probe => r,
         };
         let Some(sink) = sink.upgrade() else { return };
         let ok = result.is_ok();

@@ -46,6 +46,8 @@ pub mod endpoint;
 mod error;
 mod event;
 pub mod failover;
+#[cfg(any(feature = "tower", feature = "aws", feature = "reqwest"))]
+mod head_wait;
 mod health;
 #[cfg(feature = "cache")]
 mod hop;

@@ -675,6 +675,14 @@ static TABLE: &[OptionInfo] = &[
         |c, v| c.attempt_timeout = optional_duration(&v)
     ),
     row!(
+        "response_timeout",
+        OptionalDuration,
+        "How long an attempt may wait for its response head after the request's last body \
+         byte (or the body's last progress) before it counts as a timeout; none: no bound.",
+        |c| opt_duration_value(c.response_timeout),
+        |c, v| c.response_timeout = optional_duration(&v)
+    ),
+    row!(
         "connect_timeout",
         Duration,
         "TCP connect timeout of the probes and the built-in client.",

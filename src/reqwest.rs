@@ -47,6 +47,11 @@
 //! another node: the rest of the bytes, pinned to the same object version by its `ETag` (see
 //! [`SidekickMiddleware::resume_client`]). The caller reads one uninterrupted body.
 //!
+//! A request whose body is in memory (at most 1 MiB) waits at most the balancer's
+//! `response_timeout` (default 60 s) for its response head; a node that accepts and never
+//! answers is then a timeout against it, and an idempotent request goes to another node here
+//! (reqwest-retry does not retry the middleware error this is).
+//!
 //! Every other failure — a reset before the head, a timeout, a 503 — is returned to the caller
 //! (or to the retry middleware): the balancer's own response-level retries (`max_attempts`,
 //! `retry_statuses`) are not used here, retrying is reqwest-retry's job.
@@ -76,6 +81,7 @@ use reqwest_middleware::{Error, Middleware, Next};
 use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::endpoint::EndpointId;
 use crate::error::BoxError;
+use crate::head_wait;
 use crate::resume::{Plan, ResumeBody};
 use crate::retry::{classify, is_idempotent_request, Decision};
 
@@ -221,8 +227,31 @@ fn url_host(url: &Url) -> Option<HeaderValue> {
 fn outcome_of(err: &reqwest_middleware::Error) -> Outcome {
     match err {
         reqwest_middleware::Error::Reqwest(e) => classify(e),
-        reqwest_middleware::Error::Middleware(_) => Outcome::Cancelled,
+        reqwest_middleware::Error::Middleware(e) => {
+            let timed_out = e
+                .downcast_ref::<crate::Error>()
+                .is_some_and(crate::Error::is_timeout);
+            if timed_out {
+                Outcome::Timeout
+            } else {
+                Outcome::Cancelled
+            }
+        }
     }
+}
+
+/// Requests whose body is at most this long (and in memory) get the `response_timeout` head
+/// wait, counted from the attempt's start; a longer or streamed body is bounded by reqwest's own
+/// timeouts only (its upload could take longer than the wait).
+const HEAD_WAIT_BODY_MAX: usize = 1 << 20;
+
+/// The error of an attempt whose head did not come within `response_timeout`.
+fn head_timeout(expired: std::io::Error, lease: &Lease) -> Error {
+    Error::middleware(
+        crate::Error::new(crate::error::Kind::Timeout)
+            .with_endpoint(lease.url())
+            .with_source(expired),
+    )
 }
 
 /// Read a short response whole (see [`SidekickMiddleware::response_buffer`]).
@@ -348,6 +377,15 @@ impl Middleware for SidekickMiddleware {
         let replayable = req.body().is_none_or(|b| b.as_bytes().is_some());
         let mut attempts = self.balancer.attempts(idempotent, replayable);
         let mut lease = attempts.pick().map_err(Error::middleware)?;
+        // The head wait counts from the attempt's start: only where the body goes out at once.
+        let small = req
+            .body()
+            .is_none_or(|b| b.as_bytes().is_some_and(|b| b.len() <= HEAD_WAIT_BODY_MAX));
+        let head_wait = if small {
+            self.balancer.core.cfg.response_timeout
+        } else {
+            None
+        };
         let mut req = req;
         loop {
             if !self.retarget(&mut req, &lease, &original) {
@@ -356,7 +394,9 @@ impl Middleware for SidekickMiddleware {
                 return Err(Error::middleware(crate::Error::config(msg)));
             }
             // Keep a copy only where a failure could use it.
-            let spare = if self.connect_failover || (idempotent && self.response_buffer > 0) {
+            let spare = if self.connect_failover
+                || (idempotent && (self.response_buffer > 0 || head_wait.is_some()))
+            {
                 req.try_clone()
             } else {
                 None
@@ -364,27 +404,33 @@ impl Middleware for SidekickMiddleware {
             // A GET's headers, for resuming its body (see `resume_client`).
             let resume_headers = (self.resume_client.is_some() && req.method() == Method::GET)
                 .then(|| req.headers().clone());
-            let (outcome, err, mid_body) = match next.clone().run(req, extensions).await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match read_short(resp, self.response_buffer).await {
-                        Ok(resp) => {
-                            let node = lease.id();
-                            lease.finish(Outcome::Status(status));
-                            return Ok(match resume_headers {
-                                Some(headers) => self.resumable(resp, headers, &original, node),
-                                None => resp,
-                            });
+            let sent = head_wait::bounded(next.clone().run(req, extensions), head_wait, None).await;
+            let (outcome, err, mid_body) =
+                match sent.unwrap_or_else(|e| Err(head_timeout(e, &lease))) {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        match read_short(resp, self.response_buffer).await {
+                            Ok(resp) => {
+                                let node = lease.id();
+                                lease.finish(Outcome::Status(status));
+                                return Ok(match resume_headers {
+                                    Some(headers) => self.resumable(resp, headers, &original, node),
+                                    None => resp,
+                                });
+                            }
+                            // The head came, the body broke: the node went away mid-answer.
+                            Err(e) => (Outcome::Reset, Error::Reqwest(e), true),
                         }
-                        // The head came, the body broke: the node went away mid-answer.
-                        Err(e) => (Outcome::Reset, Error::Reqwest(e), true),
                     }
-                }
-                Err(err) => (outcome_of(&err), err, false),
-            };
+                    Err(err) => (outcome_of(&err), err, false),
+                };
             // Only a connect failure (when `connect_failover`) and a body broken after the head
             // (when `response_buffer`) are retried here; the rest is the retry middleware's.
-            let ours = mid_body || (outcome == Outcome::Connect && self.connect_failover);
+            // A head that never came (`response_timeout`) is retried here too: reqwest-retry
+            // does not retry a middleware error.
+            let ours = mid_body
+                || (outcome == Outcome::Connect && self.connect_failover)
+                || (outcome == Outcome::Timeout && idempotent);
             let Some(again) = spare.filter(|_| ours) else {
                 lease.finish(outcome);
                 return Err(err);

@@ -7,8 +7,8 @@
 //! endpoints. State changes of one site are serialised by the site's lock, which the request path
 //! never takes.
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use arc_swap::ArcSwap;
 
@@ -19,8 +19,8 @@ pub use crate::target::{expand_pool, parse_site, SiteError, Target};
 /// The endpoints of a site at one moment.
 #[derive(Default)]
 pub(crate) struct SiteState {
-    /// Every endpoint, in the site's order.
-    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    /// Every endpoint, in the site's order (shared between states: a republish does not copy it).
+    pub(crate) endpoints: Arc<Vec<Arc<Endpoint>>>,
     /// Those a pick may take (up and not ejected, or with their trial due).
     pub(crate) available: Vec<Arc<Endpoint>>,
 }
@@ -36,6 +36,13 @@ pub(crate) struct Site {
     pub(crate) rr: AtomicUsize,
     /// Serialises state changes of this site (never held on the request path).
     lock: Mutex<()>,
+    /// Held while the available list is rebuilt; see [`Site::republish`].
+    rebuilding: Mutex<()>,
+    /// Changes asked to be published so far, and those the stored state includes.
+    wanted: AtomicU64,
+    published: AtomicU64,
+    /// A deferred rebuild is scheduled.
+    deferred: AtomicBool,
 }
 
 impl Site {
@@ -46,6 +53,10 @@ impl Site {
             state: ArcSwap::from_pointee(SiteState::default()),
             rr: AtomicUsize::new(0),
             lock: Mutex::new(()),
+            rebuilding: Mutex::new(()),
+            wanted: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            deferred: AtomicBool::new(false),
         }
     }
 
@@ -55,8 +66,73 @@ impl Site {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Store a new endpoint list and derive the available list from it. Call with the lock held.
+    /// Store a new endpoint list and derive the available list from it. Call with the site lock
+    /// held (the list changes only under it).
     pub(crate) fn publish(&self, endpoints: Vec<Arc<Endpoint>>) {
+        {
+            let _r = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = self.wanted.load(Ordering::SeqCst);
+            self.store(Arc::new(endpoints));
+            self.published.store(seen, Ordering::SeqCst);
+        }
+        // A change asked for while the lock above was held is published now.
+        self.catch_up();
+    }
+
+    /// Derive the available list again after an endpoint's standing changed. Call after the
+    /// change, with or without the site lock.
+    ///
+    /// Rebuilding costs O(n) for a site of `n` endpoints, and at start-up every endpoint gets
+    /// its first verdict within a fraction of a second: a rebuild per change would be O(n²)
+    /// (minutes for 65,536 endpoints). So changes are combined: whoever finds a rebuild under
+    /// way only records its change and returns, and the rebuilder goes round again until every
+    /// recorded change is in the stored state. A pick never sees an endpoint it must not use
+    /// meanwhile, because picks also check each candidate's standing.
+    pub(crate) fn republish(&self) {
+        self.wanted.fetch_add(1, Ordering::SeqCst);
+        self.catch_up();
+    }
+
+    /// Record a change to be published by a deferred rebuild. True when the caller must schedule
+    /// that rebuild ([`Site::run_deferred`]): none is scheduled yet.
+    pub(crate) fn defer(&self) -> bool {
+        self.wanted.fetch_add(1, Ordering::SeqCst);
+        !self.deferred.swap(true, Ordering::SeqCst)
+    }
+
+    /// The deferred rebuild: publishes every change recorded so far. A change recorded after the
+    /// flag is cleared here schedules the next one.
+    pub(crate) fn run_deferred(&self) {
+        self.deferred.store(false, Ordering::SeqCst);
+        self.catch_up();
+    }
+
+    /// Rebuild until the stored state includes every change asked for, unless someone else is
+    /// rebuilding (who then will). Bounded: each round publishes at least one more change, and a
+    /// round ends with nothing left unless another thread asked meanwhile.
+    fn catch_up(&self) {
+        loop {
+            let guard = match self.rebuilding.try_lock() {
+                Ok(g) => g,
+                // The guarded data is `()`: nothing to repair.
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            let want = self.wanted.load(Ordering::SeqCst);
+            if self.published.load(Ordering::SeqCst) >= want {
+                return;
+            }
+            let endpoints = self.state.load().endpoints.clone();
+            self.store(endpoints);
+            self.published.store(want, Ordering::SeqCst);
+            drop(guard);
+            if self.wanted.load(Ordering::SeqCst) == want {
+                return;
+            }
+        }
+    }
+
+    fn store(&self, endpoints: Arc<Vec<Arc<Endpoint>>>) {
         let available = endpoints
             .iter()
             .filter(|e| e.standing.load().pickable())
@@ -66,12 +142,6 @@ impl Site {
             endpoints,
             available,
         }));
-    }
-
-    /// Derive the available list again after an endpoint changed. Call with the lock held.
-    pub(crate) fn republish(&self) {
-        let eps = self.state.load().endpoints.clone();
-        self.publish(eps);
     }
 
     /// How many endpoints the probes say are up, and how many of those are ejected: what the

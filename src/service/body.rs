@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::BoxError;
+use crate::head_wait::Progress;
 
 /// The request body handed to the inner service for one attempt.
 ///
@@ -15,6 +16,8 @@ use crate::error::BoxError;
 /// slot and the next attempt can send it.
 pub struct RetryBody<B> {
     inner: Inner<B>,
+    /// Told of every frame handed out (the response head wait counts from the last one).
+    progress: Option<Arc<Progress>>,
 }
 
 enum Inner<B> {
@@ -47,6 +50,7 @@ impl<B> RetryBody<B> {
     pub fn full(bytes: Bytes) -> Self {
         RetryBody {
             inner: Inner::Full(Some(bytes)),
+            progress: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl<B> RetryBody<B> {
     pub fn empty() -> Self {
         RetryBody {
             inner: Inner::Full(None),
+            progress: None,
         }
     }
 
@@ -65,7 +70,14 @@ impl<B> RetryBody<B> {
                 hint,
                 end,
             },
+            progress: None,
         }
+    }
+
+    /// Tell `progress` of every frame handed out.
+    pub(crate) fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 }
 
@@ -83,7 +95,44 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Every field is Unpin (the streaming body is boxed), so plain `&mut` access is fine.
         let this = self.get_mut();
-        match &mut this.inner {
+        let polled = Self::poll_inner(&mut this.inner, cx);
+        if let (Poll::Ready(_), Some(p)) = (&polled, &this.progress) {
+            p.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.as_ref().is_none_or(|b| b.is_empty()),
+            Inner::Lazy { taken, end, .. } => match taken {
+                Some(b) => b.is_end_stream(),
+                None => *end,
+            },
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Lazy { taken, hint, .. } => match taken {
+                Some(b) => b.size_hint(),
+                None => *hint,
+            },
+        }
+    }
+}
+
+impl<B> RetryBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    fn poll_inner(
+        inner: &mut Inner<B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match inner {
             Inner::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -109,26 +158,6 @@ where
                     None => Poll::Ready(None),
                 }
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.as_ref().is_none_or(|b| b.is_empty()),
-            Inner::Lazy { taken, end, .. } => match taken {
-                Some(b) => b.is_end_stream(),
-                None => *end,
-            },
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Lazy { taken, hint, .. } => match taken {
-                Some(b) => b.size_hint(),
-                None => *hint,
-            },
         }
     }
 }

@@ -53,6 +53,7 @@ pub use body::RetryBody;
 
 use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::error::{BoxError, Error, Kind};
+use crate::head_wait::{self, Progress};
 use crate::retry::{classify, is_idempotent_request, Decision};
 
 /// A tower [`Layer`] that balances requests over a [`Balancer`]'s endpoints.
@@ -267,6 +268,7 @@ where
     let mut attempts = balancer.attempts(idempotent, source.replayable());
     let mut lease = attempts.pick()?;
     loop {
+        let progress = Arc::new(Progress::new());
         let req = rewrite(
             &lease,
             &parts.method,
@@ -275,20 +277,27 @@ where
             &headers,
             &parts.extensions,
             cfg.host_policy,
-            source.body(),
+            source.body().with_progress(progress.clone()),
         )?;
         if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
             let e: BoxError = e.into();
             lease.finish(Outcome::Cancelled);
             return Err(Error::new(Kind::Request).with_source(e));
         }
-        let fut = inner.call(req);
+        // The idle-based wait for the head inside the optional overall cap.
+        let fut = head_wait::bounded(inner.call(req), cfg.response_timeout, Some(&progress));
+        let fut = async {
+            match fut.await {
+                Ok(r) => r.map_err(Into::into),
+                Err(expired) => Err(Box::new(expired) as BoxError),
+            }
+        };
         let result = match cfg.attempt_timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r.map_err(Into::into),
+                Ok(r) => r,
                 Err(elapsed) => Err(Box::new(elapsed) as BoxError),
             },
-            None => fut.await.map_err(Into::into),
+            None => fut.await,
         };
         let (outcome, answer) = match result {
             Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),

@@ -214,10 +214,26 @@ impl Registry {
 
     /// Make sure every endpoint has statistics (so that the table and the metrics list them
     /// before their first call).
+    ///
+    /// The missing entries are added in one new map, so syncing `n` endpoints costs O(n) (one
+    /// insert at a time would copy the map each time: O(n²) for a large site).
     pub fn sync(&self, endpoints: &[EndpointInfo]) {
-        for e in endpoints {
-            self.entry(&e.url);
+        let cur = self.by_authority.load();
+        if endpoints
+            .iter()
+            .all(|e| cur.contains_key(authority_of(&e.url)))
+        {
+            return;
         }
+        drop(cur);
+        let _g = self.insert.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&self.by_authority.load());
+        map.reserve(endpoints.len().saturating_sub(map.len()));
+        for e in endpoints {
+            map.entry(authority_of(&e.url).to_string())
+                .or_insert_with(|| Arc::new(EpStats::new(e.url.clone(), self.created)));
+        }
+        self.by_authority.store(Arc::new(map));
     }
 
     /// Account for a balancer event. For an endpoint coming back into rotation, returns how

@@ -28,6 +28,7 @@ mod metrics;
 mod proxy;
 mod server;
 pub(crate) mod tls;
+pub mod trim;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -84,6 +85,9 @@ fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generation, S
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(1024)
+        // The proxy bounds the wait for a response head itself (`--response-timeout`, with its
+        // own 504 and accounting): the engine's bound would only race it.
+        .response_timeout(None)
         .tls_config(tls)
         .on_event(move |ev| {
             let downtime = events.on_event(ev);

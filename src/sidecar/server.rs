@@ -113,6 +113,26 @@ pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
+/// Give freed memory back after start-up and after the open connections fell well below their
+/// peak (see [`trim`](super::trim)), until `stop`.
+async fn trim_after_load(conns: TaskTracker, stop: CancellationToken) {
+    // The first look comes after the start-up's probe burst.
+    let mut wait = super::trim::TICK * 3;
+    let mut trimmer = super::trim::Trimmer::new();
+    // Bounded by `stop`: the loop ends with the server.
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = super::trim::TICK;
+        if trimmer.observe(conns.len()) {
+            // malloc_trim walks the heaps: off the event loop.
+            let _ = tokio::task::spawn_blocking(super::trim::release_free_memory).await;
+        }
+    }
+}
+
 impl Server {
     /// Serve on `listeners` (TLS with `tls`) until [`Server::shutdown`]. Several listeners are
     /// bound to one address ([`bind_shared`]): thread per core, the first on the calling
@@ -159,6 +179,7 @@ impl Server {
                     });
                 })?;
         }
+        tokio::spawn(trim_after_load(conns.clone(), stop.clone()));
         let accept = tokio::spawn(accept_loop(
             listener,
             tls,
