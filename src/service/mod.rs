@@ -294,7 +294,8 @@ where
             Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
             Err(err) => (classify(&*err), Err(err)),
         };
-        let url = lease.url().to_string();
+        // Named in the error only: no copy of the URL for an answer.
+        let url = answer.is_err().then(|| lease.url().to_string());
         let lease_done = match attempts.decide(lease, outcome, source.intact()) {
             Decision::Retry(next, _) => {
                 lease = next;
@@ -314,7 +315,11 @@ where
                 Outcome::Cancelled => Kind::Body,
                 _ => Kind::Request,
             };
-            Error::new(kind).with_endpoint(url).with_source(err)
+            let err = Error::new(kind).with_source(err);
+            match url {
+                Some(url) => err.with_endpoint(url),
+                None => err,
+            }
         });
     }
 }
