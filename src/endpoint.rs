@@ -197,10 +197,17 @@ impl Endpoint {
         let ledger = &*self.ledger;
         let signal = ledger.classes.signal(outcome);
         let eject_after = ledger.eject_after;
-        let step = self
-            .standing
-            .apply(|s| Some(s.finished(signal, eject_after).0))
-            .and_then(|(old, _)| old.finished(signal, eject_after).1);
+        // Most requests leave the standing as it is (a success on an endpoint in rotation):
+        // decide on one read, and only write, by compare-and-swap, when the rules change it.
+        let seen = self.standing.load();
+        let (next, step) = seen.finished(signal, eject_after);
+        let step = if next == seen {
+            step
+        } else {
+            self.standing
+                .apply(|s| Some(s.finished(signal, eject_after).0))
+                .and_then(|(old, _)| old.finished(signal, eject_after).1)
+        };
         if outcome == Outcome::Cancelled {
             return;
         }

@@ -88,7 +88,9 @@ impl Lease {
     pub fn finish_with_latency(mut self, outcome: Outcome, latency: Duration) {
         let now = self.ep.ledger.clock.coarse();
         self.done = true;
-        self.ep.finish(outcome, latency.as_nanos() as f64, now);
+        // Through u64: a u128 to f64 conversion is a library call; 2^64 ns is 584 years.
+        let latency_ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.ep.finish(outcome, latency_ns as f64, now);
     }
 }
 

@@ -107,11 +107,7 @@ pub(crate) fn select<C: Candidate>(
         Policy::PeakEwma => {
             // A few rounds of two draws; a miss happens only when entries went stale.
             for _ in 0..3 {
-                let a = crate::random::below(n);
-                let mut b = crate::random::below(n - 1);
-                if b >= a {
-                    b += 1;
-                }
+                let (a, b, coin) = crate::random::two_below(n);
                 match (eligible(&list[a]), eligible(&list[b])) {
                     (true, true) => {
                         if list[a].wants_trial() {
@@ -126,7 +122,7 @@ pub(crate) fn select<C: Candidate>(
                         // would get every request while the other idles.
                         let tie = (ca - cb).abs() <= TIE_TOLERANCE * ca.max(cb);
                         return Some(if tie {
-                            if crate::random::bool() {
+                            if coin {
                                 a
                             } else {
                                 b

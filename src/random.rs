@@ -64,6 +64,31 @@ pub(crate) fn below(n: usize) -> usize {
     ((u128::from(u64()) * n as u128) >> 64) as usize
 }
 
+/// Two distinct indices uniform in `0..n` and a fair coin, from one draw when `n` fits in 32
+/// bits (each index by multiply-shift on its own half of the word, the coin from the lowest
+/// bit, which moves an index by at most one step of `2^32 / n`: the dependence is below
+/// `n / 2^32`). For `n < 2` both indices are 0.
+#[inline]
+pub(crate) fn two_below(n: usize) -> (usize, usize, bool) {
+    if n < 2 {
+        return (0, 0, bool());
+    }
+    let (a, b, coin) = match u32::try_from(n) {
+        Ok(n32) => {
+            let r = u64();
+            let half = |x: u64, m: u32| ((x & 0xFFFF_FFFF) * u64::from(m)) >> 32;
+            (
+                half(r, n32) as usize,
+                half(r >> 32, n32 - 1) as usize,
+                r & 1 == 1,
+            )
+        }
+        Err(_) => (below(n), below(n - 1), bool()),
+    };
+    // `b` is drawn among the n - 1 others: skip over `a`.
+    (a, if b >= a { b + 1 } else { b }, coin)
+}
+
 /// Uniform in `[0, 1)`.
 #[inline]
 pub(crate) fn f64() -> f64 {
@@ -92,6 +117,30 @@ mod tests {
         assert!(seen.iter().all(|&c| c > 600), "{seen:?}");
         assert_eq!(below(0), 0);
         assert_eq!(below(1), 0);
+    }
+
+    #[test]
+    fn two_below_draws_distinct_pairs_covering_every_index() {
+        for n in [2usize, 3, 4, 1024] {
+            let mut seen = vec![0u32; n];
+            let mut heads = 0u32;
+            let draws = 2_000 * n as u32;
+            for _ in 0..draws {
+                let (a, b, coin) = two_below(n);
+                assert!(a < n && b < n && a != b, "n {n}: {a} {b}");
+                seen[a] += 1;
+                seen[b] += 1;
+                heads += u32::from(coin);
+            }
+            // Each index expected 4000 times; 3000 is over 15 standard deviations away.
+            assert!(seen.iter().all(|&c| c > 3_000), "n {n}: {seen:?}");
+            assert!(
+                (draws * 4 / 10..draws * 6 / 10).contains(&heads),
+                "n {n}: {heads}"
+            );
+        }
+        assert_eq!(two_below(1).0, 0);
+        assert_eq!(two_below(0).1, 0);
     }
 
     #[test]

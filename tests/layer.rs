@@ -109,3 +109,18 @@ async fn spreads_requests_over_the_site() {
     assert_eq!(infos.iter().map(|e| e.requests).sum::<u64>(), 300);
     assert!(infos.iter().all(|e| e.latency.is_some() && e.inflight == 0));
 }
+
+#[tokio::test]
+async fn an_error_names_the_endpoint_it_came_from() {
+    // A port nothing listens on: bound, then closed, so connecting is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let url = format!("http://{addr}");
+    let b = balancer(&url, HostPolicy::Keep);
+    let svc = SidekickLayer::new(b.clone()).layer(inner());
+    let err = svc.oneshot(get("/key")).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert_eq!(err.endpoint(), Some(url.as_str()));
+    assert_eq!(b.endpoints()[0].inflight, 0);
+}
