@@ -163,9 +163,9 @@ fuzz_target!(|data: &[u8]| {
             results[0]
         );
     }
-    let flag_like = sites
-        .first()
-        .is_some_and(|s| s.len() >= 2 && s.starts_with('-'));
+    // A flag-like argument among the SITEs is an error without `--` (flags come before the
+    // SITEs) and a SITE after it: the two forms agree only when no SITE looks like a flag.
+    let flag_like = sites.iter().any(|s| s.len() >= 2 && s.starts_with('-'));
     if !flag_like {
         let mut with_dashes = forms[1].clone();
         with_dashes.insert(with_dashes.len() - sites.len(), "--".to_string());
