@@ -158,12 +158,21 @@ enum Tried {
     ClientGone(Option<&'static str>),
 }
 
-fn text_response(out: &mut Vec<u8>, status: &str, content_type: &str, body: &[u8], close: bool) {
+/// Write an answer of the sidecar's own into `out`: status line, `headers` (whole lines),
+/// `Content-Length: length` and the body (empty for a HEAD answer, whose `length` still
+/// announces what a GET would carry).
+fn local_response(
+    out: &mut Vec<u8>,
+    status: &str,
+    headers: &str,
+    length: usize,
+    body: &[u8],
+    close: bool,
+) {
     out.clear();
     let _ = write!(
         out,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\n",
-        body.len()
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {length}\r\n"
     );
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -172,22 +181,23 @@ fn text_response(out: &mut Vec<u8>, status: &str, content_type: &str, body: &[u8
     out.extend_from_slice(body);
 }
 
+const TEXT_HEADERS: &str =
+    "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n";
+
+/// A BackendDown answer (sidekick's XML body).
 fn error_response(out: &mut Vec<u8>, status: u16, body: &str, close: bool) {
-    out.clear();
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let _ = write!(
+    local_response(
         out,
-        "HTTP/1.1 {status} {reason}\r\nRetry-After: 120\r\nContent-Type: application/xml\r\nServer: SideKick\r\nContent-Length: {}\r\n",
-        body.len()
+        &format!("{status} {reason}"),
+        "Retry-After: 120\r\nContent-Type: application/xml\r\nServer: SideKick\r\n",
+        body.len(),
+        body.as_bytes(),
+        close,
     );
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
 }
 
 /// sidekick's count of a status line: `"<code> <text>\n"` (header lines add
@@ -272,10 +282,11 @@ impl<C: Stream> Conn<C> {
             _ => "400 Bad Request",
         };
         let body = format!("{line}: {reason}\n");
-        text_response(
+        local_response(
             &mut self.wbuf,
             line,
-            "text/plain; charset=utf-8",
+            TEXT_HEADERS,
+            body.len(),
             body.as_bytes(),
             true,
         );
@@ -335,23 +346,10 @@ impl<C: Stream> Conn<C> {
             None
         };
         if let Some((status, ct, body)) = local {
-            let head_only = method == b"HEAD";
-            text_response(
-                &mut self.wbuf,
-                &status,
-                ct,
-                if head_only { b"" } else { &body },
-                close,
-            );
-            if head_only {
-                // A HEAD answer announces the length of the body it does not carry.
-                let n = self.wbuf.len();
-                let cl = format!("Content-Length: {}\r\n", body.len());
-                if let Some(at) = find(&self.wbuf, b"Content-Length: 0\r\n") {
-                    self.wbuf.splice(at..at + 19, cl.into_bytes());
-                }
-                debug_assert!(self.wbuf.len() >= n);
-            }
+            let headers = format!("Content-Type: {ct}\r\nX-Content-Type-Options: nosniff\r\n");
+            // A HEAD answer announces the length of the body it does not carry.
+            let sent: &[u8] = if method == b"HEAD" { b"" } else { &body };
+            local_response(&mut self.wbuf, &status, &headers, body.len(), sent, close);
             return self.finish_local(close).await;
         }
         // A local answer leaves the request body unread: only proxied requests read it.
@@ -1114,8 +1112,4 @@ fn trace_client(buf: &[u8], headers: &[parse::Header], peer: std::net::IpAddr) -
         return v.trim().to_string();
     }
     peer.to_string()
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
