@@ -72,6 +72,11 @@ impl Lease {
         self.ep.virtual_host.as_ref()
     }
 
+    /// When the lease was taken (the balancer's clock, ns).
+    pub(crate) fn started_ns(&self) -> u64 {
+        self.start_ns
+    }
+
     pub(crate) fn base_path(&self) -> &str {
         &self.ep.base_path
     }
