@@ -83,8 +83,8 @@ impl Drop for Slow {
     }
 }
 
-/// One connection: read a head (no body: GET), wait, answer; a client that closes first is
-/// counted in `dropped`. Keep-alive, bounded by the connection's life.
+/// One connection: read a head and its content-length body, wait, answer; a client that closes
+/// first is counted in `dropped`. Keep-alive, bounded by the connection's life.
 async fn serve(
     mut stream: tokio::net::TcpStream,
     delay: Arc<Mutex<Duration>>,
@@ -102,6 +102,21 @@ async fn serve(
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        // The body (by content-length), so that waiting below only sees the client's close.
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut have = buf.len() - end;
+        while have < length.min(MAX_HEAD) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => have += n,
             }
         }
         buf.clear();
@@ -237,6 +252,22 @@ async fn post_is_never_hedged() {
     assert_eq!(c.balancer().hedge_stats().sent, 0);
     assert_eq!(count(&ev, |e| matches!(e, Event::HedgeSent { .. })), 0);
     assert_eq!((slow.requests(), fast.hits()), (1, 1));
+
+    // With an Idempotency-Key the client declares the POST safe to repeat: it is hedged.
+    slow.set_delay(NEVER);
+    for _ in 0..2 {
+        let req = http::Request::post("/obj")
+            .header("idempotency-key", "k-1")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
+            .await
+            .expect("hedged, not hung")
+            .unwrap();
+        assert_eq!(resp.headers()["x-backend"], "fast");
+    }
+    assert!(c.balancer().hedge_stats().won >= 1);
+    assert!(fast.requests().iter().any(|r| r.body == "payload"));
 }
 
 #[tokio::test]
