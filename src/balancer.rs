@@ -48,7 +48,7 @@ use crate::load::{LoadConfig, SiteLoad};
 use crate::options::{self, Value};
 use crate::outcome::{Classes, StatusSet};
 use crate::policy;
-use crate::retry::Budget;
+use crate::retry::{Budget, Hedging};
 use crate::site::Site;
 use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
@@ -88,6 +88,7 @@ pub(crate) struct Core {
     probe_cfg: Arc<ProbeConfig>,
     pub(crate) sites: Vec<Site>,
     pub(crate) budget: Budget,
+    pub(crate) hedging: Hedging,
     cancel: CancellationToken,
     changed: tokio::sync::watch::Sender<u64>,
     events: Option<EventFn>,
@@ -115,7 +116,7 @@ impl Core {
         self.ledger.clock.coarse()
     }
 
-    fn emit(&self, ev: Event) {
+    pub(crate) fn emit(&self, ev: Event) {
         event::emit(self.events.as_ref(), ev);
     }
 
@@ -706,6 +707,7 @@ impl Balancer {
             me: me.clone(),
             ledger,
             budget: Budget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
+            hedging: Hedging::new(cfg.retry.hedge),
             probe_cfg: Arc::new(cfg.probe.clone()),
             cfg,
             sites: parsed,

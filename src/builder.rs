@@ -283,6 +283,33 @@ impl Builder {
         self
     }
 
+    /// Hedge idempotent, replayable requests: when an attempt has not produced its response
+    /// head after `delay`, send one more attempt to another endpoint, take the first answer and
+    /// drop the other attempt (its lease finishes as cancelled, not held against the endpoint).
+    /// Each hedge is charged to the retry budget like a retry ([`Builder::retry_budget`]): when
+    /// the budget is spent there is no hedge. Used by the tower layer and
+    /// [`Client`](crate::Client). With [`Builder::hedge_percentile`], the floor of its delay.
+    /// Default is none: no hedging.
+    pub fn hedge_delay(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.cfg.retry.hedge.delay = delay.into();
+        self
+    }
+
+    /// Hedge after this percentile (0 to 100, e.g. 95: the slowest 5 % are hedged) of the
+    /// recent latencies of the site the request went to (its answers over the last 5 to 10 s),
+    /// never sooner than [`Builder::hedge_delay`] when that is set too. Until 20 latencies are
+    /// known, only `hedge_delay` applies. Default is 0: off.
+    pub fn hedge_percentile(mut self, percentile: f64) -> Self {
+        self.cfg.retry.hedge.percentile = percentile;
+        self
+    }
+
+    /// How many hedges one request may send, one more after each delay, 1 to 8. Default is 1.
+    pub fn hedge_max(mut self, n: u32) -> Self {
+        self.cfg.retry.hedge.max = n;
+        self
+    }
+
     /// What to do with the `Host` header. Default is [`HostPolicy::Keep`].
     pub fn host_policy(mut self, policy: HostPolicy) -> Self {
         self.cfg.host_policy = policy;

@@ -132,6 +132,23 @@ impl Config {
                 c.retry.budget_ratio
             )));
         }
+        let hedge = &c.retry.hedge;
+        if let Some(d) = hedge.delay {
+            positive("hedge_delay", d)?;
+        }
+        if !(0.0..=100.0).contains(&hedge.percentile) {
+            return Err(Error::config(format!(
+                "hedge_percentile must be within 0 (off) and 100, got {}",
+                hedge.percentile
+            )));
+        }
+        if !(1..=crate::retry::MAX_HEDGES).contains(&hedge.max) {
+            return Err(Error::config(format!(
+                "hedge_max must be within 1 and {}, got {}",
+                crate::retry::MAX_HEDGES,
+                hedge.max
+            )));
+        }
         if c.retry.max_attempts == 0 {
             return Err(Error::config("max_attempts must be at least 1"));
         }

@@ -230,6 +230,13 @@ impl Endpoint {
         }
     }
 
+    /// An attempt outrun by a hedge: finished as cancelled, its elapsed time observed as a
+    /// latency (see [`Lease::finish_outrun`](crate::Lease)).
+    pub(crate) fn finish_outrun(self: &Arc<Self>, latency_ns: f64, now: u64) {
+        self.finish(Outcome::Cancelled, latency_ns, now);
+        self.load.observe(latency_ns, now, &self.ledger.load_cfg);
+    }
+
     pub(crate) fn set_last_error(&self, msg: String) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = Some(msg);

@@ -1,4 +1,4 @@
-//! What the balancer tells the outside: state changes and retries, as [`Event`]s.
+//! What the balancer tells the outside: state changes, retries and hedges, as [`Event`]s.
 //!
 //! Every event is logged through `tracing` and handed to the callback set with
 //! [`Builder::on_event`](crate::Builder::on_event), if any. The engine's parts report to the
@@ -57,9 +57,24 @@ pub enum Event {
         /// Why: `connect`, `reset`, `timeout` or `status`.
         reason: &'static str,
     },
-    /// A retry was refused because the retry budget is spent.
+    /// A retry or a hedge was refused because the retry budget is spent.
     BudgetExhausted {
-        /// The endpoint that failed.
+        /// The endpoint that failed (for a hedge: the one that would have been hedged to).
+        endpoint: String,
+    },
+    /// A request's attempt had not answered after the hedge delay: one more attempt was sent
+    /// to another endpoint (charged to the retry budget).
+    HedgeSent {
+        /// The endpoint the hedge goes to.
+        endpoint: String,
+        /// The endpoint of the attempt hedged (still in flight).
+        hedged: String,
+        /// Which hedge of the request this is (1 for the first).
+        hedge: u32,
+    },
+    /// A hedge answered before the attempt it hedged; that attempt was dropped.
+    HedgeWon {
+        /// The endpoint of the hedge that answered.
         endpoint: String,
     },
 }
@@ -99,6 +114,16 @@ pub(crate) fn emit(callback: Option<&EventFn>, ev: Event) {
         }
         Event::BudgetExhausted { endpoint } => {
             tracing::debug!(endpoint = %endpoint, "retry budget exhausted")
+        }
+        Event::HedgeSent {
+            endpoint,
+            hedged,
+            hedge,
+        } => {
+            tracing::debug!(endpoint = %endpoint, hedged = %hedged, hedge, "hedge sent")
+        }
+        Event::HedgeWon { endpoint } => {
+            tracing::debug!(endpoint = %endpoint, "hedge won")
         }
     }
     if let Some(f) = callback {

@@ -72,6 +72,11 @@ impl Lease {
         self.ep.virtual_host.as_ref()
     }
 
+    /// When the lease was taken (the balancer's clock, ns).
+    pub(crate) fn started_ns(&self) -> u64 {
+        self.start_ns
+    }
+
     pub(crate) fn base_path(&self) -> &str {
         &self.ep.base_path
     }
@@ -91,6 +96,20 @@ impl Lease {
         // Through u64: a u128 to f64 conversion is a library call; 2^64 ns is 584 years.
         let latency_ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.ep.finish(outcome, latency_ns as f64, now);
+    }
+}
+
+impl Lease {
+    /// An attempt another one outran (a hedge answered first): nothing is held against the
+    /// endpoint (no request, no failure, no ejection), but the time it has taken so far is a
+    /// lower bound on its answer and is observed as a latency. Without it a slow endpoint whose
+    /// attempts are always outrun would look as fast as its last completed answer, and a
+    /// latency-aware policy would keep sending first attempts to it.
+    pub(crate) fn finish_outrun(mut self) {
+        let now = self.ep.ledger.clock.now();
+        self.done = true;
+        let latency = now.saturating_sub(self.start_ns) as f64;
+        self.ep.finish_outrun(latency, now);
     }
 }
 

@@ -717,6 +717,29 @@ static TABLE: &[OptionInfo] = &[
         |c| Value::Duration(c.dns_refresh),
         |c, v| c.dns_refresh = duration(&v)
     ),
+    row!(
+        "hedge_delay",
+        OptionalDuration,
+        "Hedge an idempotent request with no answer after this long (one more attempt to \
+         another endpoint, charged to the retry budget); none: no fixed delay.",
+        |c| opt_duration_value(c.retry.hedge.delay),
+        |c, v| c.retry.hedge.delay = optional_duration(&v)
+    ),
+    row!(
+        "hedge_percentile",
+        Number,
+        "Hedge after this percentile of the site's recent latencies (e.g. 95), never sooner \
+         than hedge_delay; 0: off.",
+        |c| Value::Number(c.retry.hedge.percentile),
+        |c, v| c.retry.hedge.percentile = number(&v)
+    ),
+    row!(
+        "hedge_max",
+        Count,
+        "Hedges one request may send.",
+        |c| Value::Int(u64::from(c.retry.hedge.max)),
+        |c, v| c.retry.hedge.max = count(&v)
+    ),
 ];
 
 #[cfg(test)]
@@ -782,6 +805,13 @@ mod tests {
             Value::Text("rewrite".into())
         );
         assert_eq!(o("health_jitter").parse("1").unwrap(), Value::Number(1.0));
+        assert_eq!(o("hedge_delay").default(), Value::None);
+        assert_eq!(
+            o("hedge_delay").parse("20ms").unwrap(),
+            Value::Duration(Duration::from_millis(20))
+        );
+        assert_eq!(o("hedge_percentile").default(), Value::Number(0.0));
+        assert_eq!(o("hedge_max").default(), Value::Int(1));
     }
 
     #[test]

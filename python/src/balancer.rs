@@ -232,8 +232,8 @@ impl Shared {
 /// eject_statuses, eject_after,
 /// max_ejected_share, eject_backoff, failure_statuses, failure_penalty, ewma_decay, default_rtt,
 /// max_attempts, retry_statuses, retry_buffer, retry_budget, host_policy, attempt_timeout,
-/// connect_timeout, pool_idle_timeout, pool_max_idle_per_host, rr_dns, dns_refresh, on_event,
-/// warmup. A bad site or option raises `sidekick.ConfigError` naming it.
+/// connect_timeout, pool_idle_timeout, pool_max_idle_per_host, rr_dns, dns_refresh, hedge_delay,
+/// hedge_percentile, hedge_max, on_event, warmup. A bad site or option raises `sidekick.ConfigError` naming it.
 ///
 /// After `os.fork()` the balancer rebuilds itself in the child on first use.
 #[pyclass(name = "Balancer", module = "sidekick", frozen)]
@@ -813,7 +813,8 @@ impl PyEndpointInfo {
 /// A state change or a retry, given to the `on_event` callback.
 #[pyclass(name = "Event", module = "sidekick", frozen, get_all)]
 pub(crate) struct PyEvent {
-    /// `up`, `down`, `ejected`, `returned`, `retry` or `budget_exhausted`.
+    /// `up`, `down`, `ejected`, `returned`, `retry`, `budget_exhausted`, `hedge_sent` or
+    /// `hedge_won`.
     kind: &'static str,
     /// The endpoint URL.
     endpoint: String,
@@ -822,7 +823,7 @@ pub(crate) struct PyEvent {
     /// Why (`down`: the probe error; `ejected`: connect/timeout/status; `retry`: connect, reset,
     /// timeout or status).
     reason: Option<String>,
-    /// The failed attempt (`retry`).
+    /// The failed attempt (`retry`); which hedge of the request (`hedge_sent`, 1 for the first).
     attempt: Option<u32>,
     /// Seconds out of rotation (`up`).
     downtime: Option<f64>,
@@ -887,6 +888,17 @@ impl From<&sidekick::Event> for PyEvent {
             }
             E::BudgetExhausted { endpoint } => {
                 out.kind = "budget_exhausted";
+                out.endpoint = endpoint.clone();
+            }
+            E::HedgeSent {
+                endpoint, hedge, ..
+            } => {
+                out.kind = "hedge_sent";
+                out.endpoint = endpoint.clone();
+                out.attempt = Some(*hedge);
+            }
+            E::HedgeWon { endpoint } => {
+                out.kind = "hedge_won";
                 out.endpoint = endpoint.clone();
             }
             _ => {}

@@ -6,12 +6,16 @@
 //! it: the tower layer, the aws connector, the reqwest middleware, the sidecar, and the C and
 //! Python bindings.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::balancer::{Balancer, Core, Lease, Outcome};
 use crate::endpoint::EndpointId;
 use crate::error::Error;
+use crate::event::Event;
 
+use super::hedge;
 use super::policy::{judge, Facts, GiveUpReason, History, Limits, RetryReason, Verdict};
 
 /// What to do after an attempt, from [`Attempts::decide`].
@@ -35,8 +39,10 @@ pub struct Attempts {
     core: Arc<Core>,
     facts: Facts,
     history: History,
-    /// Endpoints already tried; allocated only when a request is retried.
+    /// Endpoints already tried; allocated only when a request is retried or hedged.
     tried: Vec<EndpointId>,
+    /// Hedges sent, and their endpoints (to tell a hedge's win).
+    hedges: Vec<EndpointId>,
 }
 
 impl std::fmt::Debug for Attempts {
@@ -45,6 +51,7 @@ impl std::fmt::Debug for Attempts {
             .field("facts", &self.facts)
             .field("history", &self.history)
             .field("tried", &self.tried)
+            .field("hedges", &self.hedges)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +111,7 @@ impl Balancer {
             },
             history: History::default(),
             tried: Vec::new(),
+            hedges: Vec::new(),
         }
     }
 }
@@ -132,14 +140,17 @@ impl Attempts {
         };
         let (reason, charged) =
             match judge(&limits, self.facts, &self.history, outcome, body_intact) {
-                Verdict::Done => return Decision::Done(lease),
+                Verdict::Done => {
+                    self.answered(&lease);
+                    return Decision::Done(lease);
+                }
                 Verdict::GiveUp(why) => {
                     lease.finish(outcome);
                     return Decision::GiveUp(why);
                 }
                 Verdict::Retry { reason, charged } => (reason, charged),
             };
-        self.tried.push(lease.id());
+        self.exclude(lease.id());
         let url = lease.url().to_string();
         lease.finish(outcome);
         let Ok(next) = self.core.pick(&self.tried) else {
@@ -152,6 +163,85 @@ impl Attempts {
         self.core
             .emit_retry(&url, self.history.attempts, reason.as_str());
         Decision::Retry(next, reason)
+    }
+
+    /// How long to wait for an answer from the attempts in flight before [`Attempts::hedge`]
+    /// sends one more, for a request whose latest attempt went to site `site`; `None`: no
+    /// (further) hedge for this request.
+    ///
+    /// `None` unless hedging is on (the builder's `hedge_delay` or `hedge_percentile`), the
+    /// request is idempotent and replayable, and fewer than `hedge_max` hedges were sent. The
+    /// delay is `hedge_delay`, or the site's recent latency at `hedge_percentile` (never below
+    /// `hedge_delay` when both are set): see the [`retry`](super) module documentation.
+    pub fn hedge_delay(&self, site: usize) -> Option<Duration> {
+        let h = &self.core.hedging;
+        if !h.cfg.enabled() {
+            return None;
+        }
+        let pct = h.percentile(site, self.core.now_ns());
+        hedge::delay(&h.cfg, self.facts, self.hedges.len() as u32, pct)
+    }
+
+    /// Send a hedge now: the lease of another endpoint for a second (third, ...) concurrent
+    /// attempt, while the attempts of the leases `in_flight` (the first one: the attempt
+    /// hedged) still wait for their answers. Send the request to it as to any attempt, pass
+    /// whichever answer comes first to [`Attempts::decide`], and once it says
+    /// [`Decision::Done`], drop the other attempts (a dropped lease finishes as
+    /// [`Outcome::Cancelled`]: not held against its endpoint).
+    ///
+    /// `None` (no hedge) when [`Attempts::hedge_delay`] would say so, when every endpoint was
+    /// tried or is in flight, or when the retry budget is spent: a hedge is charged like a
+    /// retry (then [`Event::BudgetExhausted`](crate::Event::BudgetExhausted) is emitted and
+    /// [`HedgeStats::refused`](super::HedgeStats) counts it). A hedge sent emits
+    /// [`Event::HedgeSent`](crate::Event::HedgeSent); an answer from it that wins emits
+    /// [`Event::HedgeWon`](crate::Event::HedgeWon).
+    pub fn hedge(&mut self, in_flight: &[&Lease]) -> Option<Lease> {
+        let core = self.core.clone();
+        let h = &core.hedging;
+        if !hedge::allowed(&h.cfg, self.facts, self.hedges.len() as u32) {
+            return None;
+        }
+        for lease in in_flight {
+            self.exclude(lease.id());
+        }
+        let next = core.pick(&self.tried).ok()?;
+        if !core.budget.withdraw(core.coarse_ns()) {
+            h.refused.fetch_add(1, Ordering::Relaxed);
+            core.emit_budget_exhausted(next.url());
+            return None;
+        }
+        self.exclude(next.id());
+        self.hedges.push(next.id());
+        h.sent.fetch_add(1, Ordering::Relaxed);
+        core.emit(Event::HedgeSent {
+            endpoint: next.url().to_string(),
+            hedged: in_flight
+                .first()
+                .map(|l| l.url().to_string())
+                .unwrap_or_default(),
+            hedge: self.hedges.len() as u32,
+        });
+        Some(next)
+    }
+
+    /// An attempt's answer goes to the caller: feed the site's latencies, tell a hedge's win.
+    fn answered(&self, lease: &Lease) {
+        let h = &self.core.hedging;
+        if h.cfg.tracks_latency() {
+            let now = self.core.now_ns();
+            h.record(lease.site(), now.saturating_sub(lease.started_ns()), now);
+        }
+        if self.hedges.contains(&lease.id()) {
+            h.won.fetch_add(1, Ordering::Relaxed);
+            self.core.emit(Event::HedgeWon {
+                endpoint: lease.url().to_string(),
+            });
+        }
+    }
+
+    /// Hedges sent so far.
+    pub fn hedges(&self) -> u32 {
+        self.hedges.len() as u32
     }
 
     /// Never pick `endpoint` for this request (e.g. the node whose answer broke, when the

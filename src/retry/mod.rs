@@ -39,15 +39,28 @@
 //! second) so that a quiet client can still retry. Finagle and Envoy use the same shape. There is
 //! one budget per balancer, shared by every caller of it: every request counts once when its
 //! [`Attempts`] start, and every retry that loads a backend again withdraws once.
+//!
+//! # Hedged requests: a retry sent early
+//!
+//! Opt-in (`hedge_delay`, `hedge_percentile`, `hedge_max`): when an idempotent, replayable
+//! request's attempt has not answered after a delay, [`Attempts::hedge_delay`] says so and
+//! [`Attempts::hedge`] leases another endpoint for a concurrent attempt; the first answer
+//! wins, the other attempt is dropped. Every hedge withdraws from the same budget as a retry,
+//! so that hedging cannot multiply the load when every endpoint is slow. Counts:
+//! [`Balancer::hedge_stats`](crate::Balancer::hedge_stats); events:
+//! [`Event::HedgeSent`](crate::Event::HedgeSent), [`Event::HedgeWon`](crate::Event::HedgeWon).
 
 mod attempts;
 mod budget;
 mod classify;
+mod hedge;
 mod policy;
 
 pub use attempts::{Attempts, Decision};
 pub(crate) use budget::Budget;
 pub use classify::classify;
+pub(crate) use hedge::{HedgeConfig, Hedging};
+pub use hedge::{HedgeStats, MAX_HEDGES};
 pub use policy::{
     judge, Facts, GiveUpReason, History, Limits, RetryReason, Verdict, MAX_CONNECT_ATTEMPTS,
 };
@@ -62,6 +75,7 @@ pub(crate) struct RetryConfig {
     pub(crate) buffer: usize,
     pub(crate) budget_ratio: f64,
     pub(crate) budget_min_per_sec: u32,
+    pub(crate) hedge: HedgeConfig,
 }
 
 impl Default for RetryConfig {
@@ -72,6 +86,7 @@ impl Default for RetryConfig {
             buffer: 64 * 1024,
             budget_ratio: 0.2,
             budget_min_per_sec: 10,
+            hedge: HedgeConfig::default(),
         }
     }
 }

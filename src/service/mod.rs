@@ -4,7 +4,10 @@
 //! same shape). For each request it picks an endpoint, rewrites the URI's scheme and authority to
 //! it (prefixing the endpoint's base path, if any), keeps the caller's `Host` header unless told
 //! otherwise ([`HostPolicy`](crate::HostPolicy)), reports latency and outcome back to the
-//! balancer, and retries on a different endpoint by the rules of [`crate::retry`].
+//! balancer, and retries on a different endpoint by the rules of [`crate::retry`]. With hedging
+//! on (the builder's `hedge_delay` / `hedge_percentile`), an idempotent request whose attempt
+//! has not answered in time gets a concurrent attempt on another endpoint, when the engine and
+//! its retry budget allow it; the first answer wins and the other attempt is dropped.
 //!
 //! The inner service receives [`RetryBody<B>`] bodies: a buffered copy when the body is small
 //! enough to replay, the caller's stream otherwise.
@@ -41,6 +44,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -222,28 +226,135 @@ fn rewrite<B>(
     Ok(req)
 }
 
+/// What every attempt of one request is made from.
+struct Call<B> {
+    method: http::Method,
+    pq: http::uri::PathAndQuery,
+    version: http::Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+    host_policy: HostPolicy,
+    source: Source<B>,
+    response_timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+}
+
+impl<B> Call<B> {
+    /// The request for the endpoint of `lease`, and the progress of its body.
+    fn request(
+        &self,
+        lease: &Lease,
+    ) -> Result<(Request<RetryBody<B>>, Option<Arc<Progress>>), Error> {
+        // An empty body never moves: the head wait then counts from the start, untracked.
+        let progress = (!self.source.is_empty()).then(|| Arc::new(Progress::new()));
+        let mut body = self.source.body();
+        if let Some(p) = &progress {
+            body = body.with_progress(p.clone());
+        }
+        let req = rewrite(
+            lease,
+            &self.method,
+            &self.pq,
+            self.version,
+            &self.headers,
+            &self.extensions,
+            self.host_policy,
+            body,
+        )?;
+        Ok((req, progress))
+    }
+}
+
+/// One attempt, up to its response head: `Err` when the inner service cannot take a request,
+/// `Ok` with its answer otherwise (bounded by `response_timeout` and `attempt_timeout`).
+async fn attempt<S, B, RB>(
+    inner: &mut S,
+    req: Request<RetryBody<B>>,
+    progress: Option<&Progress>,
+    response_timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+) -> Result<Result<Response<RB>, BoxError>, BoxError>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    std::future::poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
+    // The idle-based wait for the head inside the optional overall cap.
+    let fut = head_wait::bounded(inner.call(req), response_timeout, progress);
+    let fut = async {
+        match fut.await {
+            Ok(r) => r.map_err(Into::into),
+            Err(expired) => Err(Box::new(expired) as BoxError),
+        }
+    };
+    Ok(match attempt_timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(elapsed) => Err(Box::new(elapsed) as BoxError),
+        },
+        None => fut.await,
+    })
+}
+
+/// An attempt's answer as an outcome.
+fn judged<RB>(result: Result<Response<RB>, BoxError>) -> (Outcome, Result<Response<RB>, BoxError>) {
+    match result {
+        Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
+        Err(err) => (classify(&*err), Err(err)),
+    }
+}
+
+/// The answer handed to the caller; an error names the endpoint (`url`, known only for errors:
+/// no copy on the success path).
+fn answer<RB>(
+    answer: Result<Response<RB>, BoxError>,
+    outcome: Outcome,
+    url: Option<String>,
+) -> Result<Response<RB>, Error> {
+    answer.map_err(|err| {
+        let kind = match outcome {
+            Outcome::Connect => Kind::Connect,
+            Outcome::Timeout => Kind::Timeout,
+            // The caller's own body failed (see `retry::classify`).
+            Outcome::Cancelled => Kind::Body,
+            _ => Kind::Request,
+        };
+        Error::new(kind)
+            .with_endpoint(url.unwrap_or_default())
+            .with_source(err)
+    })
+}
+
+fn not_ready(lease: Lease, e: BoxError) -> Error {
+    lease.finish(Outcome::Cancelled);
+    Error::new(Kind::Request).with_source(e)
+}
+
 async fn send<S, B, RB>(
     balancer: Balancer,
     mut inner: S,
     req: Request<B>,
 ) -> Result<Response<RB>, Error>
 where
-    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Send + 'static,
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
+    RB: Send + 'static,
 {
     let cfg = &balancer.core.cfg;
     let (parts, body) = req.into_parts();
     let idempotent = is_idempotent_request(&parts.method, &parts.headers);
 
-    // Body: buffer it when a retry after sending could use it, stream it otherwise.
+    // Body: buffer it when a retry after sending (or a hedge) could use it, stream it otherwise.
     let hint = body.size_hint();
     let source = if body.is_end_stream() {
         Source::Replay(Bytes::new())
     } else if idempotent
-        && cfg.retry.max_attempts > 1
+        && (cfg.retry.max_attempts > 1 || cfg.retry.hedge.enabled())
         && hint.upper().is_some_and(|u| u <= cfg.retry.buffer as u64)
     {
         let limit = cfg.retry.buffer;
@@ -272,74 +383,185 @@ where
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-
     let mut attempts = balancer.attempts(idempotent, source.replayable());
+    let call = Call {
+        method: parts.method,
+        pq,
+        version: parts.version,
+        headers,
+        extensions: parts.extensions,
+        host_policy: cfg.host_policy,
+        source,
+        response_timeout: cfg.response_timeout,
+        attempt_timeout: cfg.attempt_timeout,
+    };
+
     let mut lease = attempts.pick()?;
+    if let Some(delay) = attempts.hedge_delay(lease.site()) {
+        return hedged(inner, attempts, lease, &call, delay).await;
+    }
     loop {
-        // An empty body never moves: the head wait then counts from the start, untracked.
-        let progress = (!source.is_empty()).then(|| Arc::new(Progress::new()));
-        let mut body = source.body();
-        if let Some(p) = &progress {
-            body = body.with_progress(p.clone());
-        }
-        let req = rewrite(
-            &lease,
-            &parts.method,
-            &pq,
-            parts.version,
-            &headers,
-            &parts.extensions,
-            cfg.host_policy,
-            body,
-        )?;
-        if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
-            let e: BoxError = e.into();
-            lease.finish(Outcome::Cancelled);
-            return Err(Error::new(Kind::Request).with_source(e));
-        }
-        // The idle-based wait for the head inside the optional overall cap.
-        let fut = head_wait::bounded(inner.call(req), cfg.response_timeout, progress.as_deref());
-        let fut = async {
-            match fut.await {
-                Ok(r) => r.map_err(Into::into),
-                Err(expired) => Err(Box::new(expired) as BoxError),
+        let (req, progress) = call.request(&lease)?;
+        let result = match attempt(
+            &mut inner,
+            req,
+            progress.as_deref(),
+            call.response_timeout,
+            call.attempt_timeout,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(not_ready(lease, e)),
+        };
+        let (outcome, result) = judged(result);
+        let url = result.is_err().then(|| lease.url().to_string());
+        match attempts.decide(lease, outcome, call.source.intact()) {
+            Decision::Retry(next, _) => lease = next,
+            Decision::Done(done) => {
+                done.finish(outcome);
+                return answer(result, outcome, url);
             }
-        };
-        let result = match cfg.attempt_timeout {
-            Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r,
-                Err(elapsed) => Err(Box::new(elapsed) as BoxError),
-            },
-            None => fut.await,
-        };
-        let (outcome, answer) = match result {
-            Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
-            Err(err) => (classify(&*err), Err(err)),
-        };
-        // Named in the error only: no copy on the success path.
-        let url = answer.is_err().then(|| lease.url().to_string());
-        let lease_done = match attempts.decide(lease, outcome, source.intact()) {
-            Decision::Retry(next, _) => {
-                lease = next;
-                continue;
-            }
-            Decision::Done(done) => Some(done),
-            Decision::GiveUp(_) => None,
-        };
-        if let Some(done) = lease_done {
-            done.finish(outcome);
+            Decision::GiveUp(_) => return answer(result, outcome, url),
         }
-        return answer.map_err(|err| {
-            let kind = match outcome {
-                Outcome::Connect => Kind::Connect,
-                Outcome::Timeout => Kind::Timeout,
-                // The caller's own body failed (see `retry::classify`).
-                Outcome::Cancelled => Kind::Body,
-                _ => Kind::Request,
-            };
-            Error::new(kind)
-                .with_endpoint(url.unwrap_or_default())
-                .with_source(err)
-        });
+    }
+}
+
+// ===== hedged requests =====
+
+/// What one attempt in flight resolves to: see [`attempt`].
+type AttemptFuture<RB> =
+    Pin<Box<dyn Future<Output = Result<Result<Response<RB>, BoxError>, BoxError>> + Send>>;
+
+/// An attempt in flight. Dropping it drops the lease (finished as cancelled) and the request.
+struct Running<RB> {
+    lease: Lease,
+    fut: AttemptFuture<RB>,
+}
+
+/// Send the request to the endpoint of `lease`, on a clone of `inner`, as an attempt that runs
+/// beside the others.
+fn start<S, B, RB>(inner: &S, call: &Call<B>, lease: Lease) -> Result<Running<RB>, Error>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    let (req, progress) = call.request(&lease)?;
+    let mut svc = inner.clone();
+    let (response_timeout, attempt_timeout) = (call.response_timeout, call.attempt_timeout);
+    let fut = Box::pin(async move {
+        attempt(
+            &mut svc,
+            req,
+            progress.as_deref(),
+            response_timeout,
+            attempt_timeout,
+        )
+        .await
+    });
+    Ok(Running { lease, fut })
+}
+
+/// What woke the hedged loop.
+enum Step<RB> {
+    /// The attempt at this index answered.
+    Answer(usize, Result<Result<Response<RB>, BoxError>, BoxError>),
+    /// The hedge delay passed with no answer.
+    Hedge,
+}
+
+/// The request loop with hedging (see [`crate::retry`]): the first attempt is sent; each time
+/// the delay the engine gives ([`Attempts::hedge_delay`](crate::retry::Attempts::hedge_delay))
+/// passes with no answer, the engine may lease one more endpoint
+/// ([`Attempts::hedge`](crate::retry::Attempts::hedge)); the first answer the engine calls
+/// done is the caller's, and the attempts still in flight are dropped. A failed attempt is
+/// judged as in the plain loop (a retry joins the attempts in flight); a failure given up on
+/// waits for the other attempts, if any.
+async fn hedged<S, B, RB>(
+    inner: S,
+    mut attempts: crate::retry::Attempts,
+    first: Lease,
+    call: &Call<B>,
+    delay: Duration,
+) -> Result<Response<RB>, Error>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    let mut running = vec![start(&inner, call, first)?];
+    let mut timer = Some(Box::pin(tokio::time::sleep(delay)));
+    // Bounded: each round either sends one of at most `hedge_max` hedges or ends an attempt,
+    // and `decide` bounds the attempts.
+    loop {
+        let step = std::future::poll_fn(|cx| {
+            for (i, r) in running.iter_mut().enumerate() {
+                if let Poll::Ready(out) = r.fut.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Answer(i, out));
+                }
+            }
+            match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Step::Hedge),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match step {
+            Step::Hedge => {
+                timer = None;
+                let hedge = {
+                    let in_flight: Vec<&Lease> = running.iter().map(|r| &r.lease).collect();
+                    attempts.hedge(&in_flight)
+                };
+                if let Some(lease) = hedge {
+                    let site = lease.site();
+                    running.push(start(&inner, call, lease)?);
+                    timer = attempts
+                        .hedge_delay(site)
+                        .map(|d| Box::pin(tokio::time::sleep(d)));
+                }
+            }
+            Step::Answer(i, out) => {
+                let Running { lease, .. } = running.swap_remove(i);
+                let result = match out {
+                    Ok(r) => r,
+                    Err(e) => return Err(not_ready(lease, e)),
+                };
+                let (outcome, result) = judged(result);
+                let url = result.is_err().then(|| lease.url().to_string());
+                match attempts.decide(lease, outcome, call.source.intact()) {
+                    Decision::Retry(next, _) => {
+                        let site = next.site();
+                        running.push(start(&inner, call, next)?);
+                        if running.len() == 1 {
+                            // The delay counts from the attempt now alone in flight.
+                            timer = attempts
+                                .hedge_delay(site)
+                                .map(|d| Box::pin(tokio::time::sleep(d)));
+                        }
+                    }
+                    Decision::Done(done) => {
+                        done.finish(outcome);
+                        // The other attempts are cancelled; their time so far is observed.
+                        for loser in running.drain(..) {
+                            loser.lease.finish_outrun();
+                        }
+                        return answer(result, outcome, url);
+                    }
+                    Decision::GiveUp(_) if running.is_empty() => {
+                        return answer(result, outcome, url)
+                    }
+                    // Another attempt may still answer.
+                    Decision::GiveUp(_) => {}
+                }
+            }
+        }
     }
 }

@@ -277,6 +277,8 @@ impl Registry {
                     s.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // The sidecar's forwarding loop does not hedge.
+            Event::HedgeSent { .. } | Event::HedgeWon { .. } => {}
         }
         None
     }

@@ -15,6 +15,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "sidekick.h"
 
 static int checks, failures;
@@ -600,6 +605,51 @@ static void test_nothing_available(int dead) {
     sidekick_balancer_free(b);
 }
 
+/* Hedging through the request helper (the engine's client): a site of a silent endpoint (a
+ * listening socket never accepted, so no answer ever comes) and a live one, round-robin. Every
+ * GET is answered by the live one well within its 3 s timeout: the attempt to the silent one is
+ * hedged after 50 ms. The hedge options come from the engine's option table. */
+static void test_hedge(int live_port) {
+    int silent = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    int listening = silent >= 0 && bind(silent, (struct sockaddr *)&a, sizeof a) == 0 &&
+                    listen(silent, 16) == 0 &&
+                    getsockname(silent, (struct sockaddr *)&a, &alen) == 0;
+    CHECK(listening, "a silent listener on 127.0.0.1");
+    char config[256];
+    snprintf(config, sizeof config,
+             "site=http://127.0.0.1:%d,http://127.0.0.1:%d; health_check=false\n"
+             "policy=round-robin; hedge_delay_ms=50; hedge_max=1; worker_threads=1",
+             ntohs(a.sin_port), live_port);
+    sidekick_balancer *b = NULL;
+    sidekick_error *err = NULL;
+    CHECK(listening && sidekick_balancer_new_from_config(NULL, 0, config, &b, &err) ==
+                           SIDEKICK_STATUS_OK,
+          "new_from_config with hedge_delay_ms");
+    int answered = 0;
+    for (int i = 0; i < 2 && b != NULL; i++) {
+        sidekick_response *resp = NULL;
+        sidekick_status st = sidekick_balancer_request(b, "GET", "/", NULL, 0, NULL, 0, 3000, &resp, &err);
+        answered += st == SIDEKICK_STATUS_OK && sidekick_response_status(resp) == 200;
+        sidekick_error_free(err);
+        err = NULL;
+        sidekick_response_free(resp);
+    }
+    CHECK(answered == 2, "2 GETs over a silent and a live endpoint, hedged: both answered");
+    sidekick_balancer_free(b);
+    const char *sites[] = {"http://127.0.0.1:9"};
+    b = NULL;
+    sidekick_status st = sidekick_balancer_new_from_config(sites, 1, "hedge_percentile=101", &b, &err);
+    check_failure("config(hedge_percentile=101)", st, SIDEKICK_STATUS_CONFIG, &err, "hedge_percentile");
+    if (silent >= 0) {
+        close(silent);
+    }
+}
+
 /* A backend that resets the connection while a large body is still being written: the library's
  * socket write fails with EPIPE, and the SIGPIPE that comes with it must not kill this process
  * (which, like most C programs, does not ignore the signal). */
@@ -644,6 +694,7 @@ int main(int argc, char **argv) {
     test_unprobed_balancer(p1, dead);
     test_nothing_available(dead);
     test_broken_pipe(reset);
+    test_hedge(p1);
 
     CHECK(atomic_load(&events_other) == 0, "no malformed or unexpected events");
     printf("%d checks, %d failed\n", checks, failures);

@@ -42,7 +42,9 @@ _Seconds = Union[float, int, datetime.timedelta]
 _OutcomeName = Literal["success", "status", "connect", "reset", "timeout", "failed", "cancelled"]
 _PolicyName = Literal["p2c", "peak-ewma", "ewma", "least", "least-requests", "round-robin", "rr", "random"]
 _EndpointStateName = Literal["unknown", "up", "down", "ejected", "trial"]
-_EventKind = Literal["up", "down", "ejected", "returned", "retry", "budget_exhausted"]
+_EventKind = Literal[
+    "up", "down", "ejected", "returned", "retry", "budget_exhausted", "hedge_sent", "hedge_won"
+]
 _Headers = Union[Mapping[str, Union[str, bytes]], Iterable[Tuple[str, Union[str, bytes]]]]
 _Body = Union[bytes, bytearray, memoryview, str]
 
@@ -57,7 +59,8 @@ class Event:
     """
 
     kind: _EventKind
-    """``up``, ``down``, ``ejected``, ``returned``, ``retry`` or ``budget_exhausted``."""
+    """``up``, ``down``, ``ejected``, ``returned``, ``retry``, ``budget_exhausted``,
+    ``hedge_sent`` or ``hedge_won``."""
     endpoint: str
     """The endpoint URL."""
     site: Optional[int]
@@ -65,7 +68,8 @@ class Event:
     reason: Optional[str]
     """``down``: the probe error; ``ejected``: ``connect``/``timeout``/``status``; ``retry``: the failure."""
     attempt: Optional[int]
-    """``retry``: the attempt that failed (1 for the first)."""
+    """``retry``: the attempt that failed (1 for the first); ``hedge_sent``: which hedge of the
+    request (1 for the first)."""
     downtime: Optional[float]
     """``up``: seconds the endpoint was out of rotation."""
 
@@ -257,6 +261,12 @@ class Balancer:
     :param pool_max_idle_per_host: idle connections kept per endpoint (default 1024).
     :param rr_dns: one endpoint per address a host name resolves to (default off).
     :param dns_refresh: how often fanned-out names are resolved again (default 30).
+    :param hedge_delay: hedge an idempotent request of the engine client that has no answer
+        after this long: one more attempt to another endpoint, charged to the retry budget, the
+        first answer wins (default none: off).
+    :param hedge_percentile: hedge after this percentile (e.g. 95) of the site's recent
+        latencies instead, never sooner than ``hedge_delay`` (default 0: off).
+    :param hedge_max: hedges per request (default 1).
     :param on_event: called with an :class:`Event` on every state change and retry (on
         sidekick's threads: keep it quick and non-blocking).
     :param warmup: how long the first picks of a new balancer (or one rebuilt after a fork) may
@@ -299,6 +309,9 @@ class Balancer:
         pool_max_idle_per_host: int = ...,
         rr_dns: bool = ...,
         dns_refresh: _Seconds = ...,
+        hedge_delay: Optional[_Seconds] = ...,
+        hedge_percentile: float = ...,
+        hedge_max: int = ...,
         on_event: Optional[Callable[[Event], None]] = ...,
         warmup: _Seconds = ...,
     ) -> Balancer: ...
