@@ -2,9 +2,8 @@
 //! flight, SIGHUP, and 1 GiB up and down with the child's memory bounded.
 //!
 //! The child is this test binary run again with `SIDEKICK_CHILD_ARGS` set: its `child_main`
-//! test then runs `sidekick::sidecar::run`, exactly what the `sidekick` example's `main` calls,
-//! and exits with its status. (The example itself may be stale or absent when a single test
-//! target is built; this binary never is.)
+//! test then runs `sidekick::sidecar::run`, exactly what the `sidekick` binary's `main` calls,
+//! and exits with its status. (`tests/kubernetes.rs` runs the `sidekick` binary itself.)
 #![cfg(feature = "sidecar")]
 
 mod support;

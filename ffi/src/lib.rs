@@ -47,7 +47,8 @@ pub use request::sidekick_response;
 
 use std::ffi::c_char;
 
-/// The version of this library (`"0.1.0"`), as a static NUL-terminated string.
+/// The version of this library (the version shared by every sidekick artifact, see
+/// `CHANGELOG.md`), as a static NUL-terminated string.
 ///
 /// Ownership: static, never free it. Threads: any. Never fails.
 #[no_mangle]
