@@ -172,7 +172,9 @@ fn bump_changes_exactly_the_version_lines_of_every_file() {
     }
     let changelog = copy.read("CHANGELOG.md");
     let unreleased = changelog.find("## [Unreleased]").expect("Unreleased");
-    let opened = changelog.find(&format!("## [{new}] - ")).expect("new section");
+    let opened = changelog
+        .find(&format!("## [{new}] - "))
+        .expect("new section");
     let previous = changelog.find(&format!("## [{old}]")).expect("old section");
     assert!(
         unreleased < opened && opened < previous,
@@ -200,9 +202,11 @@ fn bad_input_changes_nothing_and_names_the_problem() {
     }
     // A file whose version line is gone stops the bump before anything is written.
     let pom = copy.0.join("ffi/java/pom.xml");
-    let broken = copy
-        .read("ffi/java/pom.xml")
-        .replacen("<artifactId>sidekick-jna</artifactId>", "<artifactId>x</artifactId>", 1);
+    let broken = copy.read("ffi/java/pom.xml").replacen(
+        "<artifactId>sidekick-jna</artifactId>",
+        "<artifactId>x</artifactId>",
+        1,
+    );
     std::fs::write(&pom, broken).expect("write pom");
     let before = copy.snapshot();
     let out = bump(&copy.0, &["7.8.9"]);

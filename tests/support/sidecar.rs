@@ -233,10 +233,15 @@ impl Drop for StreamBackend {
 
 impl StreamBackend {
     pub async fn start() -> StreamBackend {
-        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        Self::try_start_at(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
+            .expect("bind")
+    }
+
+    /// The same backend on a given loopback address (an error when it is taken).
+    pub async fn try_start_at(at: SocketAddr) -> std::io::Result<StreamBackend> {
+        let l = TcpListener::bind(at).await?;
+        let addr = l.local_addr()?;
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -255,7 +260,7 @@ impl StreamBackend {
                 }
             }
         });
-        StreamBackend { addr, task }
+        Ok(StreamBackend { addr, task })
     }
 
     pub fn url(&self) -> String {
