@@ -27,12 +27,12 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_norway::Value;
-use support::sidecar::{self as sc, StreamBackend};
+use support::sidecar::{self as sc, Proc, StreamBackend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -553,45 +553,6 @@ async fn until_passes(name: &str, p: &Probe, ports: (u16, u16)) {
         "the {name} probe failed {} times (the kubelet would restart the container): {seen:?}",
         p.failure_threshold
     );
-}
-
-/// The program, stopped by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    /// The exit status, waiting at most `d`.
-    fn wait(&mut self, d: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn output(&mut self) -> (String, String) {
-        use std::io::Read;
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        if let Some(mut s) = self.0.stderr.take() {
-            let _ = s.read_to_string(&mut err);
-        }
-        (out, err)
-    }
 }
 
 async fn start_backends(sites: &[Site]) -> Vec<StreamBackend> {

@@ -9,13 +9,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use support::sidecar::{self as sc, StreamBackend};
+use support::sidecar::{self as sc, Proc, StreamBackend};
 
 const CHILD_ARGS: &str = "SIDEKICK_CHILD_ARGS";
 
@@ -41,36 +41,6 @@ fn command(args: &[String]) -> Command {
     c.args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
         .env(CHILD_ARGS, args.join("\u{1f}"));
     c
-}
-
-/// The child, stopped by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Wait for the exit status, at most `d`.
-    fn wait(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
 }
 
 async fn spawn(args: &[String]) -> (Proc, SocketAddr) {

@@ -378,6 +378,51 @@ async fn answer(mut req: Request<Incoming>) -> Result<Resp, Infallible> {
 
 // ===== the example binary as a child process =====
 
+/// A program run as a child process, stopped (killed) by its PID when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Wait for the exit status, at most `d`.
+    pub fn wait(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything it wrote to its piped stdout and stderr (read to the end: call it after it
+    /// exited).
+    pub fn output(&mut self) -> (String, String) {
+        use std::io::Read;
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut s) = self.0.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = self.0.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        (out, err)
+    }
+}
+
 /// The child's peak resident set (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
