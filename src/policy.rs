@@ -154,27 +154,36 @@ pub(crate) fn select<C: Candidate>(
             scan_from(list, start, &eligible)
         }
         Policy::Least => {
-            let mut best: Option<usize> = None;
+            // Two passes and one random draw: the fewest in flight and how many tie at it, then
+            // the tie drawn uniformly (a draw per tie, as reservoir sampling takes, costs more
+            // than the second pass on a large site where most endpoints are idle).
             let mut best_inflight = u32::MAX;
-            let mut ties = 0u32;
-            for (i, c) in list.iter().enumerate() {
-                if !eligible(c) {
-                    continue;
-                }
+            let mut ties = 0usize;
+            for c in list.iter().filter(|c| eligible(c)) {
                 let f = c.load().inflight();
                 if f < best_inflight {
-                    best = Some(i);
                     best_inflight = f;
                     ties = 1;
                 } else if f == best_inflight {
-                    // Reservoir sampling: each tied endpoint ends up chosen with equal chance.
                     ties += 1;
-                    if crate::random::below(ties as usize) == 0 {
-                        best = Some(i);
-                    }
                 }
             }
-            best
+            if ties == 0 {
+                return None;
+            }
+            let mut k = crate::random::below(ties);
+            for (i, c) in list.iter().enumerate() {
+                // In flight may have moved since the first pass: a candidate at or below the
+                // minimum counts, so the pass ends even then.
+                if eligible(c) && c.load().inflight() <= best_inflight {
+                    if k == 0 {
+                        return Some(i);
+                    }
+                    k -= 1;
+                }
+            }
+            // Every tie left between the passes: any endpoint still eligible will do.
+            scan_from(list, 0, &eligible)
         }
     }
 }

@@ -92,14 +92,20 @@ pub fn is_idempotent_method(method: &str, has_idempotency_key: bool) -> bool {
         )
 }
 
+/// `Idempotency-Key`, made once: looking a header up by a `&str` parses the name every time.
+static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+/// `X-Idempotency-Key`.
+static X_IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("x-idempotency-key");
+
 /// Whether `headers` hold an `Idempotency-Key` or `X-Idempotency-Key` header.
 pub fn has_idempotency_key(headers: &HeaderMap) -> bool {
-    headers.contains_key("idempotency-key") || headers.contains_key("x-idempotency-key")
+    headers.contains_key(&IDEMPOTENCY_KEY) || headers.contains_key(&X_IDEMPOTENCY_KEY)
 }
 
-/// [`is_idempotent`] of a request's method and headers.
+/// [`is_idempotent`] of a request's method and headers (the headers are looked at only when the
+/// method alone does not make it idempotent).
 pub fn is_idempotent_request(method: &Method, headers: &HeaderMap) -> bool {
-    is_idempotent(method, has_idempotency_key(headers))
+    is_idempotent(method, false) || has_idempotency_key(headers)
 }
 
 #[cfg(test)]

@@ -157,6 +157,14 @@ impl<B> Source<B> {
         }
     }
 
+    /// Whether the body is known to be empty (nothing to send, so nothing to track).
+    fn is_empty(&self) -> bool {
+        match self {
+            Source::Replay(b) => b.is_empty(),
+            Source::Stream(_, _, end) => *end,
+        }
+    }
+
     fn intact(&self) -> bool {
         match self {
             Source::Replay(_) => true,
@@ -268,7 +276,12 @@ where
     let mut attempts = balancer.attempts(idempotent, source.replayable());
     let mut lease = attempts.pick()?;
     loop {
-        let progress = Arc::new(Progress::new());
+        // An empty body never moves: the head wait then counts from the start, untracked.
+        let progress = (!source.is_empty()).then(|| Arc::new(Progress::new()));
+        let mut body = source.body();
+        if let Some(p) = &progress {
+            body = body.with_progress(p.clone());
+        }
         let req = rewrite(
             &lease,
             &parts.method,
@@ -277,7 +290,7 @@ where
             &headers,
             &parts.extensions,
             cfg.host_policy,
-            source.body().with_progress(progress.clone()),
+            body,
         )?;
         if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
             let e: BoxError = e.into();
@@ -285,7 +298,7 @@ where
             return Err(Error::new(Kind::Request).with_source(e));
         }
         // The idle-based wait for the head inside the optional overall cap.
-        let fut = head_wait::bounded(inner.call(req), cfg.response_timeout, Some(&progress));
+        let fut = head_wait::bounded(inner.call(req), cfg.response_timeout, progress.as_deref());
         let fut = async {
             match fut.await {
                 Ok(r) => r.map_err(Into::into),

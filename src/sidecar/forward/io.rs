@@ -192,45 +192,85 @@ impl Pipe {
 }
 
 /// Move exactly `n` bytes from `src` to `dst` through `pipe`, kernel to kernel.
+///
+/// Both halves run interleaved: the pipe is refilled from the source while it is drained into
+/// the destination, so neither socket waits for the other to finish a pipe-load (filling and
+/// draining in turns cost a 1 MiB answer a stall per pipe-load).
+///
+/// Readiness must stay truthful: a non-blocking splice into a pipe that already holds data may
+/// fail with `EAGAIN` because the *pipe* is full (it counts pages, not bytes), not because the
+/// socket is empty. So the source's readiness is only cleared by a splice into an empty pipe;
+/// while the pipe holds data the loop waits on the destination, whose `EAGAIN` is unambiguous.
 async fn splice_exact(
     src: &TcpStream,
     dst: &TcpStream,
     pipe: &mut Pipe,
-    mut n: u64,
+    n: u64,
     idle: Duration,
 ) -> Result<(), RelayError> {
     let (pr, pw, cap) = pipe.get().map_err(RelayError::Read)?;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-    while n > 0 {
-        // Socket → pipe.
-        let want = usize::try_from(n).unwrap_or(usize::MAX).min(cap);
-        let got = loop {
+    let mut unread = n;
+    let mut in_pipe = 0usize;
+    while unread > 0 || in_pipe > 0 {
+        let mut moved = false;
+        // Socket → pipe, as much as fits.
+        if unread > 0 && in_pipe < cap {
+            let want = usize::try_from(unread)
+                .unwrap_or(usize::MAX)
+                .min(cap - in_pipe);
+            let splice_in =
+                || rustix::pipe::splice(src, None, pw, None, want, flags).map_err(io::Error::from);
+            let got = if in_pipe == 0 {
+                src.try_io(Interest::READABLE, splice_in)
+            } else {
+                splice_in()
+            };
+            match got {
+                Ok(0) => return Err(RelayError::Read(early_eof())),
+                Ok(k) => {
+                    unread -= k as u64;
+                    in_pipe += k;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(RelayError::Read(e)),
+            }
+        }
+        // Pipe → socket, as much as the socket takes.
+        if in_pipe > 0 {
+            match dst.try_io(Interest::WRITABLE, || {
+                rustix::pipe::splice(pr, None, dst, None, in_pipe, flags).map_err(io::Error::from)
+            }) {
+                Ok(0) => return Err(RelayError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(k) => {
+                    in_pipe -= k;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(RelayError::Write(e)),
+            }
+        }
+        if moved {
+            continue;
+        }
+        // Neither side moved: wait for the one that can unblock the loop.
+        if in_pipe > 0 {
+            match tokio::time::timeout(idle, dst.writable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RelayError::Write(e)),
+                Err(_) => {
+                    return Err(RelayError::Write(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer took no data within the timeout",
+                    )))
+                }
+            }
+        } else {
             match tokio::time::timeout(idle, src.readable()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(RelayError::Read(e)),
                 Err(_) => return Err(RelayError::Read(timed_out())),
-            }
-            match src.try_io(Interest::READABLE, || {
-                rustix::pipe::splice(src, None, pw, None, want, flags).map_err(io::Error::from)
-            }) {
-                Ok(0) => return Err(RelayError::Read(early_eof())),
-                Ok(k) => break k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(RelayError::Read(e)),
-            }
-        };
-        n -= got as u64;
-        // Pipe → socket, all of it (the pipe must be empty before the next read into it).
-        let mut left = got;
-        while left > 0 {
-            dst.writable().await.map_err(RelayError::Write)?;
-            match dst.try_io(Interest::WRITABLE, || {
-                rustix::pipe::splice(pr, None, dst, None, left, flags).map_err(io::Error::from)
-            }) {
-                Ok(0) => return Err(RelayError::Write(io::ErrorKind::WriteZero.into())),
-                Ok(k) => left -= k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(RelayError::Write(e)),
             }
         }
     }
