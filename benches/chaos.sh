@@ -16,7 +16,7 @@
 #   LBS="ours haproxy" PHASE_SECS=5 CONNS=8 bash benches/chaos.sh   # a quick look
 #
 # Needs root, ip, tc, nft, nginx, haproxy, wrk (installed with apt-get when missing) and the
-# release `sidekick` example (built when OURS_BIN is not set and it is missing). The nginx,
+# release `sidekick` binary (built when OURS_BIN is not set and it is missing). The nginx,
 # haproxy and wrk configuration templates are read at run time from the shared benchmark
 # harness (SHARED_BENCH, default shared/bench beside the checkout or its parent folder). Heavy: run it on a
 # quiet machine. Every process it starts is stopped by PID, and every namespace is removed on
@@ -30,7 +30,7 @@ if [ -z "${SHARED_BENCH:-}" ]; then
     [ -d "$SHARED_BENCH" ] || SHARED_BENCH="$ROOT/../../shared/bench"
 fi
 CONF="$SHARED_BENCH/conf"
-OURS_BIN="${OURS_BIN:-$ROOT/target/release/examples/sidekick}"
+OURS_BIN="${OURS_BIN:-$ROOT/target/release/sidekick}"
 SIDEKICK_GO="${SIDEKICK_GO:-}"
 PHASE_SECS="${PHASE_SECS:-20}"   # load per fault
 FAULT_AT="${FAULT_AT:-3}"        # seconds into the load when the fault starts
@@ -106,8 +106,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if [ ! -x "$OURS_BIN" ]; then
-    log "building the release sidekick example"
-    (cd "$ROOT" && cargo build --release --example sidekick)
+    log "building the release sidekick binary"
+    (cd "$ROOT" && cargo build --release --features sidecar --bin sidekick)
 fi
 NGINX="$(command -v nginx)"
 HAPROXY="$(command -v haproxy)"

@@ -10,7 +10,7 @@ Usage: benches/conn_memory.py [binary] [connections]
 """
 import asyncio, os, re, subprocess, sys, time
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/examples/sidekick"
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/sidekick"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 BODY = b"x" * 1024
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + BODY

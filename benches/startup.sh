@@ -2,9 +2,9 @@
 # Start-up cost against the endpoint count: time until the sidecar says it listens, and its
 # RSS then and 5 s later (every endpoint probed once, start-up trim done; probes on, as by default).
 # Endpoints are in 127.99.0.0/16, where nothing listens: every probe is refused at once.
-# Usage: benches/startup.sh [binary]   (default: target/release/examples/sidekick)
+# Usage: benches/startup.sh [binary]   (default: target/release/sidekick)
 set -euo pipefail
-bin=${1:-target/release/examples/sidekick}
+bin=${1:-target/release/sidekick}
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 printf '%-8s %-10s %-12s %-14s %-12s\n' endpoints listen_ms rss_listen_kB rss_after5s_kB hwm_kB

@@ -101,3 +101,10 @@ pub use site::Target;
 
 #[cfg(feature = "client")]
 pub use client::Client;
+
+/// The README's Rust examples, compiled by `cargo test --doc` (they need a network, so they are
+/// `no_run`): a README that no longer builds fails the tests. They use the `client`, `aws` and
+/// `reqwest` features.
+#[cfg(all(doctest, feature = "client", feature = "aws", feature = "reqwest"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -7,7 +7,7 @@
 //! looks only at what a client, a backend and an operator can see: bytes on the sockets, exit
 //! codes, stdout/stderr and `/.prometheus/metrics`.
 //!
-//! Set `SIDEKICK_BIN=target/release/examples/sidekick` to run it against a built program; by
+//! Set `SIDEKICK_BIN=target/release/sidekick` to run it against a built program; by
 //! default the child is this test binary calling `sidekick::sidecar::run_os` (see
 //! `tests/support/adversary.rs`). Timeouts are shortened by flags so the suite stays quick.
 #![cfg(feature = "sidecar")]

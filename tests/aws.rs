@@ -404,7 +404,7 @@ async fn kill_a_node_mid_workload(response_buffer: usize) {
     );
     assert_eq!(report.ok, (WORKERS * PER_WORKER) as u64);
     let puts = (0..WORKERS * PER_WORKER)
-        .filter(|n| (n % PER_WORKER) % 3 == 0)
+        .filter(|n| (n % PER_WORKER).is_multiple_of(3))
         .count();
     let listed = s3
         .list_objects_v2()

@@ -412,7 +412,7 @@ async fn kill_a_node_mid_workload(response_buffer: usize) {
     let url = s3.url("GET", &format!("/{BUCKET}?list-type=2&prefix=put-"));
     let (_, xml) = send_ok(&http, "GET", &url, Vec::new()).await.expect("list");
     let puts = (0..WORKERS * PER_WORKER)
-        .filter(|n| (n % PER_WORKER) % 3 == 0)
+        .filter(|n| (n % PER_WORKER).is_multiple_of(3))
         .count();
     assert_eq!(xml_values(&xml, "Key").len(), puts, "every PUT landed");
     assert!(

@@ -2,21 +2,20 @@
 //! flight, SIGHUP, and 1 GiB up and down with the child's memory bounded.
 //!
 //! The child is this test binary run again with `SIDEKICK_CHILD_ARGS` set: its `child_main`
-//! test then runs `sidekick::sidecar::run`, exactly what the `sidekick` example's `main` calls,
-//! and exits with its status. (The example itself may be stale or absent when a single test
-//! target is built; this binary never is.)
+//! test then runs `sidekick::sidecar::run`, exactly what the `sidekick` binary's `main` calls,
+//! and exits with its status. (`tests/kubernetes.rs` runs the `sidekick` binary itself.)
 #![cfg(feature = "sidecar")]
 
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use support::sidecar::{self as sc, StreamBackend};
+use support::sidecar::{self as sc, Proc, StreamBackend};
 
 const CHILD_ARGS: &str = "SIDEKICK_CHILD_ARGS";
 
@@ -42,36 +41,6 @@ fn command(args: &[String]) -> Command {
     c.args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
         .env(CHILD_ARGS, args.join("\u{1f}"));
     c
-}
-
-/// The child, stopped by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Wait for the exit status, at most `d`.
-    fn wait(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
 }
 
 async fn spawn(args: &[String]) -> (Proc, SocketAddr) {

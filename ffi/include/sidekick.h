@@ -957,7 +957,8 @@ uint16_t sidekick_response_status(const struct sidekick_response *resp);
 const char *sidekick_status_str(int status);
 
 /**
- * The version of this library (`"0.1.0"`), as a static NUL-terminated string.
+ * The version of this library (the version shared by every sidekick artifact, see
+ * `CHANGELOG.md`), as a static NUL-terminated string.
  *
  * Ownership: static, never free it. Threads: any. Never fails.
  */

@@ -12,8 +12,9 @@
 //! The generated header is `include/sidekick.h`; `README.md` states the conventions (ownership,
 //! NULL, panics, threading) that every function follows.
 //!
-//! Layout: one module per C object; every `unsafe` operation of the crate lives in [`ffi`]
-//! (pointer casts, C strings, callbacks), and every exported body runs inside its panic boundary.
+//! Layout: one module per C object; every `unsafe` operation of the crate lives in the private
+//! `ffi` module (pointer casts, C strings, callbacks), and every exported body runs inside its
+//! panic boundary.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 // C names: `sidekick_balancer`, `sidekick_status`, ...
@@ -47,7 +48,8 @@ pub use request::sidekick_response;
 
 use std::ffi::c_char;
 
-/// The version of this library (`"0.1.0"`), as a static NUL-terminated string.
+/// The version of this library (the version shared by every sidekick artifact, see
+/// `CHANGELOG.md`), as a static NUL-terminated string.
 ///
 /// Ownership: static, never free it. Threads: any. Never fails.
 #[no_mangle]

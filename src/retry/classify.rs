@@ -44,8 +44,15 @@ use crate::error::{Error, Kind};
 /// What the error `err` of one attempt says: [`Outcome::Connect`] (nothing was sent),
 /// [`Outcome::Timeout`], [`Outcome::Reset`] (sent, then the exchange broke),
 /// [`Outcome::Failed`] (nothing learnt about the endpoint) or [`Outcome::Cancelled`] (the
-/// caller's own request body failed). Never another variant. See the
-/// [module documentation](self) for the rules.
+/// caller's own request body failed). Never another variant.
+///
+/// The rules: an error of the caller's request body anywhere in the chain is `Cancelled`;
+/// otherwise the first error of the cause chain, outermost first, that settles it decides: a
+/// connect error (hyper-util's or reqwest's `is_connect()`, a connect [`Error`], an `io::Error`
+/// refused, address not available or not connected) is `Connect`; a timeout (reqwest's, a
+/// timeout [`Error`], tokio's `Elapsed`, hyper's, an `io::Error` timed out) is `Timeout`; a hyper
+/// user error is `Failed`; any other hyper error or `io::Error` is `Reset`; nothing recognised is
+/// `Failed`.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> Outcome {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     // Bounded by the chain's length: each step follows one `source`.

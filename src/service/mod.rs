@@ -3,7 +3,7 @@
 //! [`SidekickLayer`] wraps an HTTP client service (hyper-util's legacy client, or anything with the
 //! same shape). For each request it picks an endpoint, rewrites the URI's scheme and authority to
 //! it (prefixing the endpoint's base path, if any), keeps the caller's `Host` header unless told
-//! otherwise ([`HostPolicy`](crate::HostPolicy)), reports latency and outcome back to the
+//! otherwise ([`HostPolicy`]), reports latency and outcome back to the
 //! balancer, and retries on a different endpoint by the rules of [`crate::retry`]. With hedging
 //! on (the builder's `hedge_delay` / `hedge_percentile`), an idempotent request whose attempt
 //! has not answered in time gets a concurrent attempt on another endpoint, when the engine and

@@ -102,8 +102,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// `--demo` (ours): run in front of built-in demo backends with a demo load.
     pub demo: bool,
-    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag): see
-    /// [`Limits::threads`](super::Limits::threads).
+    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag; 1 by default): each thread runs its
+    /// own listening socket on the address (`SO_REUSEPORT`) and its own connections.
     pub threads: usize,
     /// The SITE arguments, in order.
     pub sites: Vec<String>,

@@ -233,7 +233,7 @@ pub(crate) mod legacy_pem {
 
     fn hex(s: &str) -> Option<Vec<u8>> {
         let s = s.trim();
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return None;
         }
         (0..s.len())

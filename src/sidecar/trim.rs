@@ -9,7 +9,7 @@
 //! and in whole free pages (`malloc_trim(0)`). The request path is untouched: no allocation, no
 //! timer, no lock per request or per connection.
 //!
-//! The library has no `unsafe` code: the binary (`examples/sidekick.rs`) supplies the call of
+//! The library has no `unsafe` code: the binary (`src/bin/sidekick.rs`) supplies the call of
 //! glibc's `malloc_trim` through [`set_release`]; without it (or with another C library) the
 //! trimmer only counts.
 

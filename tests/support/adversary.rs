@@ -6,9 +6,9 @@
 //! its stdout/stderr and `/.prometheus/metrics`, so the suite holds whichever data path serves.
 //!
 //! The child is the program of `SIDEKICK_BIN` when that variable names one (for example
-//! `target/release/examples/sidekick`), otherwise the test binary run again in child mode (its
-//! `child_main` test calls `sidekick::sidecar::run_os`, exactly what the `sidekick` example's
-//! `main` calls), so a single `cargo test --test adversarial` never runs a stale example.
+//! `target/release/sidekick`), otherwise the test binary run again in child mode (its
+//! `child_main` test calls `sidekick::sidecar::run_os`, exactly what the `sidekick` binary's
+//! `main` calls), so a single `cargo test --test adversarial` never runs a stale binary.
 #![cfg(feature = "sidecar")]
 #![allow(dead_code)]
 

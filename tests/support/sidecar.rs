@@ -233,10 +233,15 @@ impl Drop for StreamBackend {
 
 impl StreamBackend {
     pub async fn start() -> StreamBackend {
-        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        Self::try_start_at(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
+            .expect("bind")
+    }
+
+    /// The same backend on a given loopback address (an error when it is taken).
+    pub async fn try_start_at(at: SocketAddr) -> std::io::Result<StreamBackend> {
+        let l = TcpListener::bind(at).await?;
+        let addr = l.local_addr()?;
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -255,7 +260,7 @@ impl StreamBackend {
                 }
             }
         });
-        StreamBackend { addr, task }
+        Ok(StreamBackend { addr, task })
     }
 
     pub fn url(&self) -> String {
@@ -372,6 +377,51 @@ async fn answer(mut req: Request<Incoming>) -> Result<Resp, Infallible> {
 }
 
 // ===== the example binary as a child process =====
+
+/// A program run as a child process, stopped (killed) by its PID when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Wait for the exit status, at most `d`.
+    pub fn wait(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything it wrote to its piped stdout and stderr (read to the end: call it after it
+    /// exited).
+    pub fn output(&mut self) -> (String, String) {
+        use std::io::Read;
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut s) = self.0.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = self.0.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        (out, err)
+    }
+}
 
 /// The child's peak resident set (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {

@@ -2,8 +2,9 @@
 //! sidekick. Everything but reading the command line lives in `sidekick::sidecar`.
 //!
 //! ```text
-//! cargo run --release --features sidecar --example sidekick -- --demo
-//! cargo run --release --features sidecar --example sidekick -- --health-path /minio/health/ready http://minio{1...4}:9000
+//! cargo install sidekick-lb --features sidecar     # or `cargo install --path . --features sidecar`
+//! sidekick --demo
+//! sidekick --health-path /minio/health/ready http://minio{1...4}:9000
 //! ```
 
 use std::process::ExitCode;
