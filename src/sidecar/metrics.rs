@@ -277,6 +277,12 @@ impl Registry {
                     s.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Event::Added { endpoint, .. } => {
+                // A row from the start, like the endpoints the balancer was built with.
+                self.entry(endpoint);
+            }
+            // Its statistics stay: the requests it served were served.
+            Event::Removed { .. } => {}
         }
         None
     }
