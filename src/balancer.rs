@@ -157,14 +157,14 @@ impl Core {
     }
 
     /// A new endpoint of `site` for `target` (from member `origin`), out of rotation until
-    /// probed when probes are on; its tasks stop when `parent` is cancelled.
+    /// probed when probes are on; its tasks stop when `cancel` is cancelled.
     pub(crate) fn make_endpoint(
         &self,
         site: &Site,
         origin: u64,
-        target: Target,
+        target: Arc<Target>,
         server_name: Option<&str>,
-        parent: &CancellationToken,
+        cancel: CancellationToken,
     ) -> Result<Arc<Endpoint>, Error> {
         let scheme: http::uri::Scheme = target
             .scheme()
@@ -248,7 +248,7 @@ impl Core {
             stats: Default::default(),
             down_since: 0.into(),
             last_error: Mutex::new(None),
-            cancel: parent.child_token(),
+            cancel,
         }))
     }
 
@@ -283,13 +283,14 @@ impl Core {
     ) -> Result<(Member, Option<Arc<Endpoint>>), Error> {
         let origin = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = site.cancel.child_token();
+        let target = Arc::new(target);
         let fan_out = self.cfg.rr_dns && target.host().parse::<IpAddr>().is_err();
         if fan_out {
             let sink: Weak<dyn AddressSink> = self.me.clone();
             let watch = Watch {
                 site: site.link.clone(),
                 origin,
-                target: target.clone(),
+                target: Target::clone(&target),
                 resolver: self.resolver.clone(),
                 refresh: self.cfg.dns_refresh,
             };
@@ -306,7 +307,7 @@ impl Core {
             };
             return Ok((member, None));
         }
-        let ep = self.make_endpoint(site, origin, target.clone(), None, &cancel)?;
+        let ep = self.make_endpoint(site, origin, target.clone(), None, cancel.clone())?;
         let member = Member {
             origin,
             target,
@@ -690,9 +691,9 @@ impl AddressSink for Core {
                 let made = self.make_endpoint(
                     &site,
                     origin,
-                    target.with_host(*ip),
+                    Arc::new(target.with_host(*ip)),
                     Some(&host),
-                    &member.cancel,
+                    member.cancel.child_token(),
                 );
                 match made {
                     Ok(ep) => {

@@ -119,7 +119,8 @@ pub(crate) struct Endpoint {
     pub(crate) site: Arc<SiteLink>,
     /// The site member this endpoint comes from (several endpoints with DNS fan-out).
     pub(crate) origin: u64,
-    pub(crate) target: Target,
+    /// Shared with the site member it comes from (one copy per endpoint).
+    pub(crate) target: Arc<Target>,
     pub(crate) url: String,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,

@@ -149,7 +149,7 @@ impl Core {
                     .members
                     .iter()
                     .enumerate()
-                    .position(|(i, m)| !keep[i] && m.target == t);
+                    .position(|(i, m)| !keep[i] && *m.target == t);
                 match found {
                     Some(i) => keep[i] = true,
                     None => missing.push(t),
@@ -293,7 +293,7 @@ impl Core {
         site.lock()
             .members
             .iter()
-            .map(|m| m.target.clone())
+            .map(|m| Target::clone(&m.target))
             .collect()
     }
 }

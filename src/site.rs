@@ -66,8 +66,10 @@ impl SiteLink {
 pub(crate) struct Member {
     /// Unique within the balancer; the `origin` of the endpoints made from it.
     pub(crate) origin: u64,
-    pub(crate) target: Target,
-    /// Cancelled when the member leaves: ends its DNS task and the tasks of its endpoints.
+    /// Shared with its endpoint (not with those of a DNS fan-out, whose hosts differ).
+    pub(crate) target: Arc<Target>,
+    /// Cancelled when the member leaves: ends its DNS task and the tasks of its endpoints (an
+    /// endpoint of its own has this very token: no extra node per endpoint).
     pub(crate) cancel: CancellationToken,
 }
 
