@@ -250,6 +250,14 @@ fn requests_total(metrics: &str, url: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Whether the metrics text says `url` is up.
+fn is_up(metrics: &str, url: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with(&format!("sidekick_endpoint_state{{endpoint=\"{url}\","))
+            && l.contains("state=\"up\"} 1")
+    })
+}
+
 /// `--sites-file`: SIGHUP reads the file again and applies it in place. The backend that stays
 /// keeps its statistics (not rebuilt), the removed one gets no request after the change, the
 /// added one takes requests once probed.
@@ -270,10 +278,20 @@ async fn sighup_applies_a_changed_sites_file_in_place() {
     let (p, addr) = spawn(&sc::flags(&["--sites-file", &path], &[])).await;
     let client = sc::client::<Empty<Bytes>>();
     let get = |path: &'static str| get_from(&client, addr, path);
-    for _ in 0..20 {
+    // Both up (the sidecar serves once one is), and `keep` has served: its statistics count.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    loop {
+        let m = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+        if keep.hits() > 0 && is_up(&m, &keep.url()) && is_up(&m, &gone.url()) {
+            break;
+        }
+        assert!(Instant::now() < end, "never both up and served: {m}");
         assert_eq!(get("/obj").await.0, 200);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(keep.hits() + gone.hits(), 20);
+    assert_eq!(keep.hits() + gone.hits(), sent);
     let metrics = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
     let kept_before = requests_total(&metrics, &keep.url()).expect("listed");
     assert_eq!(kept_before, keep.hits(), "{metrics}");
