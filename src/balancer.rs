@@ -26,12 +26,20 @@
 //! events. The parts that ask for them know it only through narrow traits, held weakly so that
 //! none keeps it alive: an endpoint through `Steward` (eject within the bound, readmit), a
 //! probe task through `ProbeSink` (verdicts), a DNS task through `AddressSink` (addresses).
+//!
+//! # Membership
+//!
+//! The list of sites is itself behind an `ArcSwap`, so endpoints and sites can be added and
+//! removed at run time (see [`membership`](crate::membership)) without a lock on the pick path.
+//! An endpoint knows its site through a shared `SiteLink` (position and typical latency), not
+//! by an index into a list that may change.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,12 +52,13 @@ use crate::error::{Error, Kind};
 use crate::event::{self, Event, EventFn};
 use crate::failover::{self, EjectReason, Health, Standing, StandingCell, Step};
 use crate::health::{self, ProbeConfig, ProbeFn, ProbeSink, Prober};
-use crate::load::{LoadConfig, SiteLoad};
+use crate::load::LoadConfig;
+use crate::membership::TaskCount;
 use crate::options::{self, Value};
 use crate::outcome::{Classes, StatusSet};
 use crate::policy;
 use crate::retry::{Budget, Hedging};
-use crate::site::Site;
+use crate::site::{Member, Site, SiteLink};
 use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
 
@@ -81,22 +90,29 @@ pub(crate) struct Hooks {
 /// The balancer's state, shared by its handles and weakly known to its tasks and endpoints.
 pub(crate) struct Core {
     /// A weak link to this very core, for tasks that must not keep it alive.
-    me: Weak<Core>,
+    pub(crate) me: Weak<Core>,
     pub(crate) cfg: Config,
     /// What finishing a request needs, shared with every endpoint.
     ledger: Arc<Ledger>,
     probe_cfg: Arc<ProbeConfig>,
-    pub(crate) sites: Vec<Site>,
+    /// The sites in order; replaced whole when a site is added or removed.
+    pub(crate) sites: ArcSwap<Vec<Arc<Site>>>,
+    /// Serialises membership changes (see [`membership`](crate::membership)); never taken on
+    /// the request path.
+    pub(crate) changing: Mutex<()>,
     pub(crate) budget: Budget,
     pub(crate) hedging: Hedging,
-    cancel: CancellationToken,
-    changed: tokio::sync::watch::Sender<u64>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) changed: tokio::sync::watch::Sender<u64>,
     events: Option<EventFn>,
     resolver: ResolveFn,
     prober: Option<Prober>,
     pub(crate) names: ServerNames,
     pub(crate) runtime: Handle,
     next_id: AtomicU64,
+    /// Live probe tasks, and live DNS tasks (see `Balancer::probe_tasks`).
+    pub(crate) probe_tasks: Arc<AtomicUsize>,
+    pub(crate) dns_tasks: Arc<AtomicUsize>,
 }
 
 impl Drop for Core {
@@ -141,14 +157,16 @@ impl Core {
         });
     }
 
+    /// A new endpoint of `site` for `target` (from member `origin`), out of rotation until
+    /// probed when probes are on; its tasks stop when `cancel` is cancelled.
     pub(crate) fn make_endpoint(
         &self,
-        site_idx: usize,
-        origin: usize,
-        target: Target,
+        site: &Site,
+        origin: u64,
+        target: Arc<Target>,
         server_name: Option<&str>,
+        cancel: CancellationToken,
     ) -> Result<Arc<Endpoint>, Error> {
-        let site = &self.sites[site_idx];
         let scheme: http::uri::Scheme = target
             .scheme()
             .parse()
@@ -208,7 +226,7 @@ impl Core {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             ledger: self.ledger.clone(),
             steward,
-            site: site_idx,
+            site: site.link.clone(),
             origin,
             // Never the userinfo: URLs end up in logs and metrics.
             url: format!(
@@ -231,11 +249,13 @@ impl Core {
             stats: Default::default(),
             down_since: 0.into(),
             last_error: Mutex::new(None),
-            cancel: self.cancel.child_token(),
+            cancel,
         }))
     }
 
-    fn start_probe(&self, ep: &Arc<Endpoint>) {
+    /// Start the probe task of `ep` (when probes are on); it ends when the endpoint's token is
+    /// cancelled or the balancer is gone, and is counted while it lives.
+    pub(crate) fn start_probe(&self, ep: &Arc<Endpoint>) {
         if let Some(prober) = &self.prober {
             let sink: Weak<dyn ProbeSink> = self.me.clone();
             let fut = health::run(
@@ -245,44 +265,84 @@ impl Core {
                 prober.clone(),
                 ep.cancel.clone(),
             );
-            self.runtime.spawn(fut);
+            let count = TaskCount::new(&self.probe_tasks);
+            self.runtime.spawn(async move {
+                let _count = count;
+                fut.await
+            });
         }
     }
 
+    /// Enlist `target` in `site` as a new member: its endpoint, or (a host name with DNS
+    /// fan-out) a DNS task that makes one endpoint per address. Call with the site lock held;
+    /// the caller adds the member to the roster, publishes the endpoints and then starts their
+    /// probes.
+    pub(crate) fn enlist(
+        &self,
+        site: &Site,
+        target: Target,
+    ) -> Result<(Member, Option<Arc<Endpoint>>), Error> {
+        let origin = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = site.cancel.child_token();
+        let target = Arc::new(target);
+        let fan_out = self.cfg.rr_dns && target.host().parse::<IpAddr>().is_err();
+        if fan_out {
+            let sink: Weak<dyn AddressSink> = self.me.clone();
+            let watch = Watch {
+                site: site.link.clone(),
+                origin,
+                target: Target::clone(&target),
+                resolver: self.resolver.clone(),
+                refresh: self.cfg.dns_refresh,
+            };
+            let task = dns::dns_task(sink, watch, cancel.clone());
+            let count = TaskCount::new(&self.dns_tasks);
+            self.runtime.spawn(async move {
+                let _count = count;
+                task.await
+            });
+            let member = Member {
+                origin,
+                target,
+                cancel,
+            };
+            return Ok((member, None));
+        }
+        let ep = self.make_endpoint(site, origin, target.clone(), None, cancel.clone())?;
+        let member = Member {
+            origin,
+            target,
+            cancel,
+        };
+        Ok((member, Some(ep)))
+    }
+
     /// Create the endpoints of every site and start their tasks.
-    fn populate(&self) {
-        for (si, site) in self.sites.iter().enumerate() {
+    fn populate(&self, targets: Vec<Vec<Target>>) {
+        let sites = self.sites.load_full();
+        for (site, targets) in sites.iter().zip(targets) {
             let mut eps = Vec::new();
-            for (origin, t) in site.targets.iter().enumerate() {
-                let fan_out = self.cfg.rr_dns && t.host().parse::<IpAddr>().is_err();
-                if fan_out {
-                    let sink: Weak<dyn AddressSink> = self.me.clone();
-                    let watch = Watch {
-                        site: si,
-                        origin,
-                        target: t.clone(),
-                        resolver: self.resolver.clone(),
-                        refresh: self.cfg.dns_refresh,
-                    };
-                    self.runtime
-                        .spawn(dns::dns_task(sink, watch, self.cancel.clone()));
-                    continue;
+            {
+                let mut roster = site.lock();
+                for t in targets {
+                    match self.enlist(site, t) {
+                        Ok((member, ep)) => {
+                            roster.members.push(member);
+                            eps.extend(ep);
+                        }
+                        Err(e) => tracing::error!(error = %e, "endpoint skipped"),
+                    }
                 }
-                match self.make_endpoint(si, origin, t.clone(), None) {
-                    Ok(ep) => eps.push(ep),
-                    Err(e) => tracing::error!(error = %e, "endpoint skipped"),
-                }
+                self.publish(site, eps.clone());
             }
             for ep in &eps {
                 self.start_probe(ep);
             }
-            let _g = site.lock();
-            self.publish(site, eps);
         }
     }
 
     /// Store a new endpoint list for a site and tell `ready()`. Call with the site lock held.
-    fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
+    pub(crate) fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
         site.publish(endpoints);
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -296,10 +356,7 @@ impl Core {
     /// which takes in every change made meanwhile. Picks check each candidate's standing, so an
     /// endpoint that just left rotation is never picked in between; one that just came back
     /// waits for the rebuild.
-    fn republish(&self, si: usize) {
-        let Some(site) = self.sites.get(si) else {
-            return;
-        };
+    fn republish(&self, site: &Arc<Site>) {
         if site.state.load().endpoints.len() <= REBUILD_INLINE_MAX {
             site.republish();
             self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -309,13 +366,13 @@ impl Core {
             return;
         }
         let weak = self.me.clone();
+        // A removed site may still be rebuilt once: harmless, nothing picks from it.
+        let site = site.clone();
         self.runtime.spawn(async move {
             tokio::time::sleep(REBUILD_SPACING).await;
             if let Some(core) = weak.upgrade() {
-                if let Some(site) = core.sites.get(si) {
-                    site.run_deferred();
-                    core.changed.send_modify(|v| *v = v.wrapping_add(1));
-                }
+                site.run_deferred();
+                core.changed.send_modify(|v| *v = v.wrapping_add(1));
             }
         });
     }
@@ -326,7 +383,7 @@ impl Core {
     /// finished (an answer whose body stalled once its head had been counted): as if one more
     /// request on it had ended so (scores, ejection rules).
     pub(crate) fn report_after(&self, url: Option<&str>, id: Option<EndpointId>, outcome: Outcome) {
-        for site in self.sites.iter() {
+        for site in self.sites.load().iter() {
             let st = site.state.load();
             let found = st
                 .endpoints
@@ -344,12 +401,12 @@ impl Core {
         // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
         let ledger = &*self.ledger;
-        for (site, load) in self.sites.iter().zip(&ledger.site_loads) {
+        for site in self.sites.load().iter() {
             let st = site.state.load();
             if st.available.is_empty() {
                 continue;
             }
-            let seed = load.seed(&ledger.load_cfg);
+            let seed = site.link.load.seed(&ledger.load_cfg);
             for _ in 0..4 {
                 let chosen = policy::select(
                     self.cfg.policy,
@@ -373,6 +430,7 @@ impl Core {
 
     fn any_available(&self) -> bool {
         self.sites
+            .load()
             .iter()
             .any(|s| s.state.load().available.iter().any(|e| e.pickable()))
     }
@@ -381,7 +439,7 @@ impl Core {
     /// had its verdict (no endpoint there still waiting for its first probe) — so that early
     /// requests do not go to a fallback site only because the preferred one is not probed yet.
     fn settled(&self) -> bool {
-        for site in &self.sites {
+        for site in self.sites.load().iter() {
             let st = site.state.load();
             if st.available.iter().any(|e| e.pickable()) {
                 return true;
@@ -395,8 +453,21 @@ impl Core {
 
     // ----- ejection and return (the rules are `failover::Standing`'s) -----
 
-    fn site_of(&self, ep: &Endpoint) -> Option<&Site> {
-        self.sites.get(ep.site)
+    /// The site `ep` belongs to; `None` once it left it (nothing more applies to it).
+    fn site_of(&self, ep: &Endpoint) -> Option<Arc<Site>> {
+        if ep.retired() {
+            return None;
+        }
+        self.site_by_link(&ep.site)
+    }
+
+    /// The site whose link is `link`, while it is part of the balancer.
+    pub(crate) fn site_by_link(&self, link: &Arc<SiteLink>) -> Option<Arc<Site>> {
+        self.sites
+            .load()
+            .iter()
+            .find(|s| Arc::ptr_eq(&s.link, link))
+            .cloned()
     }
 
     /// Passive ejection, within the bound. Returns whether the endpoint was ejected.
@@ -418,10 +489,10 @@ impl Core {
         };
         ep.stats.ejections.fetch_add(1, Ordering::Relaxed);
         drop(g);
-        self.republish(ep.site);
+        self.republish(&site);
         self.emit(Event::Ejected {
             endpoint: ep.url.clone(),
-            site: ep.site,
+            site: ep.site_index(),
             reason,
         });
         if !self.cfg.probe.enabled {
@@ -431,14 +502,17 @@ impl Core {
     }
 
     fn trial_failed(&self, ep: &Arc<Endpoint>, reason: EjectReason) {
+        let Some(site) = self.site_of(ep) else {
+            return;
+        };
         let Some((_, now)) = ep.standing.apply(|s| Some(s.trial_failed())) else {
             return;
         };
         ep.stats.ejections.fetch_add(1, Ordering::Relaxed);
-        self.republish(ep.site);
+        self.republish(&site);
         self.emit(Event::Ejected {
             endpoint: ep.url.clone(),
-            site: ep.site,
+            site: ep.site_index(),
             reason,
         });
         self.schedule_trial(ep, now.streak);
@@ -475,7 +549,7 @@ impl Core {
         if ep.standing.apply(Standing::trial_due).is_some() {
             ep.load.reset();
             drop(g);
-            self.republish(ep.site);
+            self.republish(&site);
         }
     }
 
@@ -489,11 +563,11 @@ impl Core {
                 return;
             }
             drop(g);
-            self.republish(ep.site);
+            self.republish(&site);
         }
         self.emit(Event::Returned {
             endpoint: ep.url.clone(),
-            site: ep.site,
+            site: ep.site_index(),
         });
     }
 }
@@ -522,6 +596,10 @@ impl ProbeSink for Core {
         let flipped;
         {
             let _g = site.lock();
+            // Removed while this probe was under way: its verdict no longer matters.
+            if ep.retired() {
+                return;
+            }
             let applied = ep.standing.apply(|s| Some(s.probed(health)));
             was_ejected = applied.is_some_and(|(old, _)| old.ejected);
             flipped = applied.is_some_and(|(old, new)| old.pickable() != new.pickable());
@@ -530,7 +608,7 @@ impl ProbeSink for Core {
             }
         }
         if flipped {
-            self.republish(ep.site);
+            self.republish(&site);
         } else {
             // The available list is unchanged (a first verdict of down, say), but `ready()`
             // counts the endpoints still waiting for one.
@@ -544,7 +622,7 @@ impl ProbeSink for Core {
             if was_ejected {
                 self.emit(Event::Returned {
                     endpoint: ep.url.clone(),
-                    site: ep.site,
+                    site: ep.site_index(),
                 });
             }
             let since = if downtime_start == u64::MAX {
@@ -554,7 +632,7 @@ impl ProbeSink for Core {
             };
             self.emit(Event::Up {
                 endpoint: ep.url.clone(),
-                site: ep.site,
+                site: ep.site_index(),
                 downtime: Duration::from_nanos(now.saturating_sub(since)),
             });
         } else {
@@ -562,7 +640,7 @@ impl ProbeSink for Core {
             ep.set_last_error(reason.clone());
             self.emit(Event::Down {
                 endpoint: ep.url.clone(),
-                site: ep.site,
+                site: ep.site_index(),
                 reason,
             });
         }
@@ -577,14 +655,18 @@ impl ProbeSink for Core {
 }
 
 impl AddressSink for Core {
-    fn addresses(&self, si: usize, origin: usize, target: &Target, ips: &[IpAddr]) {
-        let Some(site) = self.sites.get(si) else {
+    fn addresses(&self, link: &Arc<SiteLink>, origin: u64, target: &Target, ips: &[IpAddr]) {
+        let Some(site) = self.site_by_link(link) else {
             return;
         };
         let host = target.host().to_string();
         let mut started = Vec::new();
         {
-            let _g = site.lock();
+            let roster = site.lock();
+            // The member may have left while its lookup was under way.
+            let Some(member) = roster.members.iter().find(|m| m.origin == origin) else {
+                return;
+            };
             let cur = site.state.load();
             let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(cur.endpoints.len() + ips.len());
             let mut added = false;
@@ -607,7 +689,14 @@ impl AddressSink for Core {
                 if have {
                     continue;
                 }
-                match self.make_endpoint(si, origin, target.with_host(*ip), Some(&host)) {
+                let made = self.make_endpoint(
+                    &site,
+                    origin,
+                    Arc::new(target.with_host(*ip)),
+                    Some(&host),
+                    member.cancel.child_token(),
+                );
+                match made {
                     Ok(ep) => {
                         started.push(ep.clone());
                         next.push(ep);
@@ -621,12 +710,21 @@ impl AddressSink for Core {
             }
             // Keep the site's order stable: by target, then by address text.
             next.sort_by(|a, b| (a.origin, a.url.as_str()).cmp(&(b.origin, b.url.as_str())));
-            self.publish(site, next);
+            self.publish(&site, next);
         }
         tracing::info!(host = %host, addresses = ips.len(), "DNS fan-out updated");
         for ep in &started {
             self.start_probe(ep);
         }
+    }
+}
+
+/// The probe path of site `index` of `count`: the last site may have its own (a read-only
+/// replica). A site's path is decided when the site is created.
+pub(crate) fn site_probe_path(cfg: &Config, index: usize, count: usize) -> String {
+    match (&cfg.probe.last_site_path, index + 1 == count) {
+        (Some(p), true) => p.clone(),
+        _ => cfg.probe.path.clone(),
     }
 }
 
@@ -642,7 +740,7 @@ pub struct Balancer {
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balancer")
-            .field("sites", &self.core.sites.len())
+            .field("sites", &self.core.sites.load().len())
             .field("policy", &self.core.cfg.policy)
             .finish_non_exhaustive()
     }
@@ -659,16 +757,16 @@ impl Balancer {
             })?,
         };
         let n_sites = sites.len();
+        let cancel = CancellationToken::new();
         let mut parsed = Vec::with_capacity(n_sites);
+        let mut targets = Vec::with_capacity(n_sites);
         for (i, spec) in sites.iter().enumerate() {
-            let targets = target::parse_site(spec)
-                .map_err(|e| Error::config(format!("site {}: {e}", i + 1)).with_source(e))?;
-            // The last site may have its own probe path (a read-only replica).
-            let path = match (&cfg.probe.last_site_path, i + 1 == n_sites) {
-                (Some(p), true) => p.clone(),
-                _ => cfg.probe.path.clone(),
-            };
-            parsed.push(Site::new(targets, path));
+            targets.push(
+                target::parse_site(spec)
+                    .map_err(|e| Error::config(format!("site {}: {e}", i + 1)).with_source(e))?,
+            );
+            let path = site_probe_path(&cfg, i, n_sites);
+            parsed.push(Arc::new(Site::new(i, path, &cancel)));
         }
         let names = ServerNames::default();
         let prober = if !cfg.probe.enabled {
@@ -700,7 +798,6 @@ impl Balancer {
                 eject: StatusSet::new(&cfg.eject.statuses),
             },
             eject_after: cfg.eject.after,
-            site_loads: (0..n_sites).map(|_| SiteLoad::default()).collect(),
         });
         let (changed, _) = tokio::sync::watch::channel(0u64);
         let core = Arc::new_cyclic(|me| Core {
@@ -710,8 +807,9 @@ impl Balancer {
             hedging: Hedging::new(cfg.retry.hedge),
             probe_cfg: Arc::new(cfg.probe.clone()),
             cfg,
-            sites: parsed,
-            cancel: CancellationToken::new(),
+            sites: ArcSwap::from_pointee(parsed),
+            changing: Mutex::new(()),
+            cancel,
             changed,
             events: hooks.events,
             resolver: hooks.resolver.unwrap_or_else(dns::system_resolver),
@@ -719,8 +817,10 @@ impl Balancer {
             names,
             runtime,
             next_id: AtomicU64::new(1),
+            probe_tasks: Arc::default(),
+            dns_tasks: Arc::default(),
         });
-        core.populate();
+        core.populate(targets);
         Ok(Balancer { core })
     }
 
@@ -781,8 +881,8 @@ impl Balancer {
         let now = self.core.now_ns();
         let mut out = Vec::new();
         let ledger = &self.core.ledger;
-        for (site, load) in self.core.sites.iter().zip(&ledger.site_loads) {
-            let seed = load.seed(&ledger.load_cfg);
+        for site in self.core.sites.load().iter() {
+            let seed = site.link.load.seed(&ledger.load_cfg);
             for ep in site.state.load().endpoints.iter() {
                 out.push(ep.info(now, seed, &ledger.load_cfg));
             }
@@ -792,7 +892,7 @@ impl Balancer {
 
     /// The number of sites.
     pub fn site_count(&self) -> usize {
-        self.core.sites.len()
+        self.core.sites.load().len()
     }
 
     /// The value in force of the option called `name` (see [`options`](crate::options)).

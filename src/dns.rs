@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::site::SiteLink;
 use crate::target::Target;
 
 /// Resolves a host name to its addresses (the builder's `resolver`, or the system's).
@@ -28,8 +29,9 @@ pub(crate) type ResolveFn = Arc<
 /// Where the DNS tasks report: the balancer, known here only through this trait and only
 /// weakly (a DNS task never keeps its balancer alive).
 pub(crate) trait AddressSink: Send + Sync {
-    /// `target` (the `origin`-th of site `site`) now resolves to `ips` (never empty).
-    fn addresses(&self, site: usize, origin: usize, target: &Target, ips: &[IpAddr]);
+    /// `target` (member `origin` of the site `site` links to) now resolves to `ips` (never
+    /// empty).
+    fn addresses(&self, site: &Arc<SiteLink>, origin: u64, target: &Target, ips: &[IpAddr]);
 }
 
 /// The system resolver, through tokio: every distinct address of `host`.
@@ -48,10 +50,10 @@ pub(crate) fn system_resolver() -> ResolveFn {
     })
 }
 
-/// One host name to keep resolved: which target of which site, how, and how often.
+/// One host name to keep resolved: which member of which site, how, and how often.
 pub(crate) struct Watch {
-    pub(crate) site: usize,
-    pub(crate) origin: usize,
+    pub(crate) site: Arc<SiteLink>,
+    pub(crate) origin: u64,
     pub(crate) target: Target,
     pub(crate) resolver: ResolveFn,
     pub(crate) refresh: Duration,
@@ -84,7 +86,7 @@ pub(crate) async fn dns_task(sink: Weak<dyn AddressSink>, watch: Watch, cancel: 
         match res {
             Ok(Ok(ips)) if !ips.is_empty() => {
                 failures = 0;
-                sink.addresses(site, origin, &target, &ips);
+                sink.addresses(&site, origin, &target, &ips);
             }
             other => {
                 failures = failures.saturating_add(1);

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::failover::{Health, Standing, StandingCell, Step, Trial};
-use crate::load::{Load, LoadConfig, SiteLoad};
+use crate::load::{Load, LoadConfig};
 use crate::outcome::{Classes, Outcome};
 use crate::policy::Candidate;
+use crate::site::SiteLink;
 use crate::target::Target;
 
 /// A stable identifier of an endpoint within one balancer, as carried by a
@@ -98,8 +99,6 @@ pub(crate) struct Ledger {
     pub(crate) load_cfg: LoadConfig,
     pub(crate) classes: Classes,
     pub(crate) eject_after: u32,
-    /// Typical latency per site.
-    pub(crate) site_loads: Vec<SiteLoad>,
 }
 
 /// Carries out the state changes a finished request asks for: the balancer, which sees the
@@ -116,10 +115,12 @@ pub(crate) struct Endpoint {
     /// The balancer's side of the rare state changes; weak, so that endpoints never keep it
     /// alive (a lease finished after the balancer is gone changes nothing).
     pub(crate) steward: Weak<dyn Steward>,
-    pub(crate) site: usize,
-    /// Index of the site target this endpoint comes from (several with DNS fan-out).
-    pub(crate) origin: usize,
-    pub(crate) target: Target,
+    /// Its site's position and typical latency.
+    pub(crate) site: Arc<SiteLink>,
+    /// The site member this endpoint comes from (several endpoints with DNS fan-out).
+    pub(crate) origin: u64,
+    /// Shared with the site member it comes from (one copy per endpoint).
+    pub(crate) target: Arc<Target>,
     pub(crate) url: String,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
@@ -140,6 +141,8 @@ pub(crate) struct Endpoint {
     /// When it last left rotation (ns since the balancer's epoch), `u64::MAX` while up.
     pub(crate) down_since: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Cancelled when the endpoint leaves its site (or the balancer is dropped): ends its probe
+    /// task and trial timer.
     pub(crate) cancel: CancellationToken,
 }
 
@@ -168,6 +171,18 @@ impl Endpoint {
             return true;
         }
         self.standing.apply(Standing::claim).is_some()
+    }
+
+    /// The index of its site, 0 for the first.
+    #[inline]
+    pub(crate) fn site_index(&self) -> usize {
+        self.site.index()
+    }
+
+    /// It left its site (a membership change) or its balancer is gone: no state change applies
+    /// to it any more, though its outstanding leases still finish.
+    pub(crate) fn retired(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
     /// The probes' verdict is still unknown.
@@ -218,9 +233,7 @@ impl Endpoint {
             self.load.observe(penalty, now, &ledger.load_cfg);
         } else {
             self.load.observe(latency_ns, now, &ledger.load_cfg);
-            if let Some(site) = ledger.site_loads.get(self.site) {
-                site.observe(latency_ns, now, &ledger.load_cfg);
-            }
+            self.site.load.observe(latency_ns, now, &ledger.load_cfg);
         }
         if let Some(step) = step {
             // The balancer may be gone (its last handle dropped while this lease was out).
@@ -251,7 +264,7 @@ impl Endpoint {
         EndpointInfo {
             id: self.id,
             url: self.url.clone(),
-            site: self.site,
+            site: self.site_index(),
             state: self.state(),
             inflight: self.load.inflight(),
             latency,

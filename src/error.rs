@@ -49,6 +49,8 @@ pub(crate) enum Kind {
     Body,
     /// `ready()` gave up before any endpoint became available.
     NotReady,
+    /// A membership change was refused; the string names the endpoint or site and why.
+    Membership(String),
 }
 
 impl Error {
@@ -62,6 +64,10 @@ impl Error {
 
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Error::new(Kind::Config(msg.into()))
+    }
+
+    pub(crate) fn membership(msg: impl Into<String>) -> Self {
+        Error::new(Kind::Membership(msg.into()))
     }
 
     pub(crate) fn no_endpoint() -> Self {
@@ -110,6 +116,13 @@ impl Error {
         matches!(self.kind, Kind::Body)
     }
 
+    /// True when a membership change (see [`membership`](crate::membership)) was refused: an
+    /// unknown endpoint or site, a duplicate, a mixed scheme, or a change that would leave a
+    /// site or the balancer empty. The message names it; nothing was changed.
+    pub fn is_membership(&self) -> bool {
+        matches!(self.kind, Kind::Membership(_))
+    }
+
     /// True when waiting for readiness timed out.
     pub fn is_not_ready(&self) -> bool {
         matches!(self.kind, Kind::NotReady)
@@ -149,6 +162,7 @@ impl fmt::Display for Error {
             Kind::Request => f.write_str("request failed")?,
             Kind::Body => f.write_str("request body could not be read")?,
             Kind::NotReady => f.write_str("no endpoint became available in time")?,
+            Kind::Membership(msg) => write!(f, "membership change refused: {msg}")?,
         }
         if let Some(e) = &self.endpoint {
             write!(f, " ({e})")?;
@@ -186,6 +200,9 @@ mod tests {
         assert!(e.is_connect());
         assert_eq!(e.endpoint(), Some("http://127.0.0.1:1"));
         assert!(e.to_string().contains("127.0.0.1:1"));
+        let e = Error::membership("endpoint http://h:1 is in no site");
+        assert!(e.is_membership() && !e.is_config());
+        assert!(e.to_string().contains("http://h:1"), "{e}");
     }
 
     #[test]

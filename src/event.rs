@@ -57,6 +57,21 @@ pub enum Event {
         /// Why: `connect`, `reset`, `timeout` or `status`.
         reason: &'static str,
     },
+    /// An endpoint joined a site at run time (see [`membership`](crate::membership)). With
+    /// probes on it takes traffic after its first passing probe ([`Event::Up`]).
+    Added {
+        /// Endpoint URL (a host name fanned out by DNS: the host name's URL).
+        endpoint: String,
+        /// Site index.
+        site: usize,
+    },
+    /// An endpoint left its site at run time: it is no longer picked, its tasks end.
+    Removed {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index (where it was).
+        site: usize,
+    },
     /// A retry or a hedge was refused because the retry budget is spent.
     BudgetExhausted {
         /// The endpoint that failed (for a hedge: the one that would have been hedged to).
@@ -124,6 +139,12 @@ pub(crate) fn emit(callback: Option<&EventFn>, ev: Event) {
         }
         Event::HedgeWon { endpoint } => {
             tracing::debug!(endpoint = %endpoint, "hedge won")
+        }
+        Event::Added { endpoint, site } => {
+            tracing::info!(endpoint = %endpoint, site = site + 1, "endpoint added")
+        }
+        Event::Removed { endpoint, site } => {
+            tracing::info!(endpoint = %endpoint, site = site + 1, "endpoint removed")
         }
     }
     if let Some(f) = callback {

@@ -51,7 +51,7 @@ impl Lease {
 
     /// The index of the endpoint's site (0 for the first).
     pub fn site(&self) -> usize {
-        self.ep.site
+        self.ep.site_index()
     }
 
     /// The endpoint's parsed address.

@@ -53,6 +53,7 @@ mod health;
 mod hop;
 mod lease;
 mod load;
+pub mod membership;
 pub mod options;
 mod outcome;
 pub mod policy;

@@ -6,13 +6,19 @@
 //! that list through an `ArcSwap` without a lock, so its cost does not depend on the number of
 //! endpoints. State changes of one site are serialised by the site's lock, which the request path
 //! never takes.
+//!
+//! A site's membership may change at run time (see [`membership`](crate::membership)): the lock
+//! also guards its [`Roster`], the targets it was given, and every change publishes a new
+//! endpoint list that shares the endpoints which stay.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::Endpoint;
+use crate::load::SiteLoad;
 
 pub use crate::target::{expand_pool, parse_site, SiteError, Target};
 
@@ -25,17 +31,69 @@ pub(crate) struct SiteState {
     pub(crate) available: Vec<Arc<Endpoint>>,
 }
 
+/// What an endpoint knows of its site: where the site stands in the order (which changes when
+/// an earlier site is removed) and the site's typical latency. Shared by the site and its
+/// endpoints; it holds no endpoint, so no cycle.
+#[derive(Debug, Default)]
+pub(crate) struct SiteLink {
+    index: AtomicUsize,
+    /// Typical latency of the site's endpoints.
+    pub(crate) load: SiteLoad,
+}
+
+impl SiteLink {
+    pub(crate) fn new(index: usize) -> Arc<SiteLink> {
+        Arc::new(SiteLink {
+            index: AtomicUsize::new(index),
+            load: SiteLoad::default(),
+        })
+    }
+
+    /// The site's position, 0 for the first.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_index(&self, index: usize) {
+        self.index.store(index, Ordering::Relaxed);
+    }
+}
+
+/// One target a site was given (by its SITE text or a membership change): an endpoint, or a
+/// host name fanned out by DNS to one endpoint per address.
+#[derive(Debug)]
+pub(crate) struct Member {
+    /// Unique within the balancer; the `origin` of the endpoints made from it.
+    pub(crate) origin: u64,
+    /// Shared with its endpoint (not with those of a DNS fan-out, whose hosts differ).
+    pub(crate) target: Arc<Target>,
+    /// Cancelled when the member leaves: ends its DNS task and the tasks of its endpoints (an
+    /// endpoint of its own has this very token: no extra node per endpoint).
+    pub(crate) cancel: CancellationToken,
+}
+
+/// The targets of a site, guarded by the site's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Roster {
+    pub(crate) members: Vec<Member>,
+}
+
 /// One site of a balancer.
 pub(crate) struct Site {
-    /// What the SITE argument named (a host name fanned out by DNS is one target).
-    pub(crate) targets: Vec<Target>,
+    /// Position and typical latency, shared with the endpoints.
+    pub(crate) link: Arc<SiteLink>,
     /// The probe path of this site's endpoints.
     pub(crate) probe_path: String,
     pub(crate) state: ArcSwap<SiteState>,
     /// Round-robin position.
     pub(crate) rr: AtomicUsize,
-    /// Serialises state changes of this site (never held on the request path).
-    lock: Mutex<()>,
+    /// Cancelled when the site is removed (or the balancer dropped): the parent of its
+    /// members' tokens.
+    pub(crate) cancel: CancellationToken,
+    /// Serialises state changes of this site and guards its targets (never held on the
+    /// request path).
+    lock: Mutex<Roster>,
     /// Held while the available list is rebuilt; see [`Site::republish`].
     rebuilding: Mutex<()>,
     /// Changes asked to be published so far, and those the stored state includes.
@@ -46,13 +104,15 @@ pub(crate) struct Site {
 }
 
 impl Site {
-    pub(crate) fn new(targets: Vec<Target>, probe_path: String) -> Self {
+    /// An empty site at position `index`; its tasks stop when `parent` is cancelled.
+    pub(crate) fn new(index: usize, probe_path: String, parent: &CancellationToken) -> Self {
         Site {
-            targets,
+            link: SiteLink::new(index),
             probe_path,
             state: ArcSwap::from_pointee(SiteState::default()),
             rr: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            cancel: parent.child_token(),
+            lock: Mutex::new(Roster::default()),
             rebuilding: Mutex::new(()),
             wanted: AtomicU64::new(0),
             published: AtomicU64::new(0),
@@ -60,9 +120,10 @@ impl Site {
         }
     }
 
-    /// Take the site's lock, for a state change.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
-        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+    /// Take the site's lock, for a state change (and to read or change its targets).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Roster> {
+        // The roster is changed only by whole-value steps (push, retain): a panic elsewhere
+        // cannot leave it half-written.
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -159,17 +159,7 @@ async fn sighup_rebuilds_without_dropping_requests() {
     let b = StreamBackend::start().await;
     let (p, addr) = spawn(&sc::flags(&[], &[b.url()])).await;
     let client = sc::client::<Empty<Bytes>>();
-    let get = |path: &'static str| {
-        let client = client.clone();
-        async move {
-            let resp = client
-                .get(format!("http://{addr}{path}").parse().unwrap())
-                .await
-                .unwrap();
-            let status = resp.status();
-            (status, resp.into_body().collect().await.unwrap().to_bytes())
-        }
-    };
+    let get = |path: &'static str| get_from(&client, addr, path);
     for _ in 0..5 {
         assert_eq!(get("/obj").await.0, 200);
     }
@@ -201,6 +191,125 @@ async fn sighup_rebuilds_without_dropping_requests() {
     }
     assert!(reset, "SIGHUP rebuilt the balancer (statistics reset)");
     drop(p);
+}
+
+/// GET `path` from the sidecar at `addr`: the status and the whole body.
+async fn get_from(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Empty<Bytes>,
+    >,
+    addr: SocketAddr,
+    path: &str,
+) -> (http::StatusCode, Bytes) {
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// The `sidekick_requests_total` of `url` in the metrics text, if listed.
+fn requests_total(metrics: &str, url: &str) -> Option<u64> {
+    let prefix = format!("sidekick_requests_total{{endpoint=\"{url}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether the metrics text says `url` is up.
+fn is_up(metrics: &str, url: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with(&format!("sidekick_endpoint_state{{endpoint=\"{url}\","))
+            && l.contains("state=\"up\"} 1")
+    })
+}
+
+/// `--sites-file`: SIGHUP reads the file again and applies it in place. The backend that stays
+/// keeps its statistics (not rebuilt), the removed one gets no request after the change, the
+/// added one takes requests once probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_changed_sites_file_in_place() {
+    let keep = support::Backend::start("keep", support::Behavior::Ok).await;
+    let gone = support::Backend::start("gone", support::Behavior::Ok).await;
+    let new = support::Backend::start("new", support::Behavior::Ok).await;
+    let dir = std::env::temp_dir().join(format!("sidekick-sites-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sites");
+    std::fs::write(
+        &file,
+        format!("# the cluster\n{},{}\n", keep.url(), gone.url()),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let (p, addr) = spawn(&sc::flags(&["--sites-file", &path], &[])).await;
+    let client = sc::client::<Empty<Bytes>>();
+    let get = |path: &'static str| get_from(&client, addr, path);
+    // Both up (the sidecar serves once one is), and `keep` has served: its statistics count.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    loop {
+        let m = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+        if keep.hits() > 0 && is_up(&m, &keep.url()) && is_up(&m, &gone.url()) {
+            break;
+        }
+        assert!(Instant::now() < end, "never both up and served: {m}");
+        assert_eq!(get("/obj").await.0, 200);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(keep.hits() + gone.hits(), sent);
+    let metrics = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+    let kept_before = requests_total(&metrics, &keep.url()).expect("listed");
+    assert_eq!(kept_before, keep.hits(), "{metrics}");
+
+    // The ConfigMap changed: `gone` left, `new` joined.
+    std::fs::write(&file, format!("{},{}\n", keep.url(), new.url())).unwrap();
+    sc::signal(p.pid(), "HUP");
+    // Bounded: until `new` took a request (it is probed first), at most 10 s.
+    let end = Instant::now() + Duration::from_secs(10);
+    let gone_at_change = loop {
+        let (status, body) = get("/obj").await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let m = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+        if new.hits() > 0 {
+            break gone.hits();
+        }
+        assert!(
+            Instant::now() < end,
+            "the added backend never took a request: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for _ in 0..50 {
+        assert_eq!(get("/obj").await.0, 200);
+    }
+    assert_eq!(
+        gone.hits(),
+        gone_at_change,
+        "the removed backend got requests"
+    );
+    let metrics = String::from_utf8(get("/.prometheus/metrics").await.1.to_vec()).unwrap();
+    let kept_after = requests_total(&metrics, &keep.url()).expect("listed");
+    assert!(
+        kept_after >= kept_before,
+        "the backend that stayed kept its statistics ({kept_before} then {kept_after})"
+    );
+    assert_eq!(kept_after, keep.hits(), "{metrics}");
+
+    // A file that no longer parses changes nothing: the running list stays.
+    std::fs::write(&file, "http://bad{\n").unwrap();
+    sc::signal(p.pid(), "HUP");
+    let before = (keep.hits(), new.hits());
+    for _ in 0..20 {
+        assert_eq!(get("/obj").await.0, 200);
+    }
+    assert_eq!(keep.hits() + new.hits(), before.0 + before.1 + 20);
+    assert_eq!(gone.hits(), gone_at_change);
+    drop(p);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

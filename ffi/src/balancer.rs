@@ -97,7 +97,10 @@ impl BalancerObj {
     }
 }
 
-fn sites_arg(sites: *const *const c_char, n_sites: usize) -> Result<Vec<String>, Failure> {
+pub(crate) fn sites_arg(
+    sites: *const *const c_char,
+    n_sites: usize,
+) -> Result<Vec<String>, Failure> {
     match ffi::try_str_array(sites, n_sites) {
         Ok(v) => Ok(v.into_iter().map(str::to_string).collect()),
         Err(StrArrayError::NullArray) => Err(Failure::null("sites")),

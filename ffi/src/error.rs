@@ -147,6 +147,8 @@ impl From<sidekick::Error> for Failure {
             SIDEKICK_STATUS_TIMEOUT
         } else if e.is_body() {
             SIDEKICK_STATUS_BODY
+        } else if e.is_membership() {
+            SIDEKICK_STATUS_INVALID_ARGUMENT
         } else {
             SIDEKICK_STATUS_REQUEST
         };

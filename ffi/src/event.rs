@@ -23,6 +23,10 @@ pub enum sidekick_event_kind {
     SIDEKICK_EVENT_KIND_RETRY = 5,
     /// The request helper wanted to retry but the retry budget is spent (`site` is 0).
     SIDEKICK_EVENT_KIND_BUDGET_EXHAUSTED = 6,
+    /// An endpoint joined a site at run time (`sidekick_balancer_add_endpoint`, ...).
+    SIDEKICK_EVENT_KIND_ADDED = 7,
+    /// An endpoint left its site at run time: it is no longer picked.
+    SIDEKICK_EVENT_KIND_REMOVED = 8,
     /// An event this version of the C API does not know.
     SIDEKICK_EVENT_KIND_OTHER = 99,
 }
@@ -127,6 +131,10 @@ pub(crate) fn deliver(sink: &EventSink, event: &sidekick::Event) {
             0,
             0,
         ),
+        Event::Added { endpoint, site } => (SIDEKICK_EVENT_KIND_ADDED, endpoint, *site, None, 0, 0),
+        Event::Removed { endpoint, site } => {
+            (SIDEKICK_EVENT_KIND_REMOVED, endpoint, *site, None, 0, 0)
+        }
         _ => (SIDEKICK_EVENT_KIND_OTHER, "", 0, None, 0, 0),
     };
     let endpoint = c_string(endpoint);

@@ -27,6 +27,7 @@ mod error;
 mod event;
 mod ffi;
 mod lease;
+mod membership;
 mod options;
 mod request;
 

@@ -50,9 +50,9 @@ impl Drop for Live {
 }
 
 impl Live {
-    fn build(spec: &Spec) -> Result<Live, BuildError> {
+    fn build(spec: &Spec, sites: &[String]) -> Result<Live, BuildError> {
         let rt = runtime::get().map_err(|e| BuildError::Runtime(e.to_string()))?;
-        let mut b = spec.builder().runtime(rt.rt.handle().clone());
+        let mut b = spec.builder_with(sites).runtime(rt.rt.handle().clone());
         if let Some(cb) = &spec.on_event {
             let cb = cb.clone();
             b = b.on_event(move |ev| deliver(&cb, ev));
@@ -188,16 +188,45 @@ fn deliver(cb: &Py<PyAny>, ev: &sidekick::Event) {
 /// engine objects of the current generation.
 pub(crate) struct Shared {
     pub(crate) spec: Spec,
+    /// The sites in force (as SITE texts): those of `spec` until a membership change, then what
+    /// the engine reports after it. A rebuild after a fork starts from them.
+    sites: Mutex<Vec<String>>,
     live: ArcSwap<Live>,
 }
 
 impl Shared {
     pub(crate) fn new(py: Python<'_>, spec: Spec) -> PyResult<Arc<Shared>> {
-        let live = Live::build(&spec).map_err(|e| e.into_py(py))?;
+        let live = Live::build(&spec, &spec.sites).map_err(|e| e.into_py(py))?;
         Ok(Arc::new(Shared {
+            sites: Mutex::new(spec.sites.clone()),
             spec,
             live: ArcSwap::from_pointee(live),
         }))
+    }
+
+    /// The sites in force, as SITE texts.
+    pub(crate) fn sites(&self) -> Vec<String> {
+        self.sites.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Apply a membership change to the current engine balancer (outside the GIL: it takes the
+    /// engine's change lock), then remember the sites it leaves in force.
+    fn change<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&sidekick::Balancer) -> Result<T, sidekick::Error> + Send,
+    ) -> PyResult<T> {
+        let live = self.live(py)?;
+        let b = live.balancer();
+        // Without the GIL, the sites lock included: a thread waiting for it never holds the GIL
+        // another one needs.
+        let result = py.detach(|| {
+            let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+            let r = f(b);
+            *sites = b.site_specs();
+            r
+        });
+        result.map_err(|e| errors::to_py(py, &e))
     }
 
     /// The engine objects of this generation, rebuilt from the configuration after a fork.
@@ -206,7 +235,8 @@ impl Shared {
         if runtime::is_current(cur.generation) {
             return Ok(cur);
         }
-        let fresh = Arc::new(Live::build(&self.spec).map_err(|e| e.into_py(py))?);
+        let sites = self.sites();
+        let fresh = Arc::new(Live::build(&self.spec, &sites).map_err(|e| e.into_py(py))?);
         let prev = self.live.compare_and_swap(&cur, fresh.clone());
         if Arc::ptr_eq(&prev, &cur) {
             Ok(fresh)
@@ -316,16 +346,65 @@ impl PyBalancer {
             .collect())
     }
 
-    /// The site specifications, in order.
+    /// The site specifications in force, in order (those given, until a membership change).
     #[getter]
     fn sites(&self) -> Vec<String> {
-        self.shared.spec.sites.clone()
+        self.shared.sites()
     }
 
     /// The number of sites.
     #[getter]
     fn site_count(&self) -> usize {
-        self.shared.spec.sites.len()
+        self.shared.sites().len()
+    }
+
+    /// Add the endpoint `url` (e.g. `"http://10.0.0.5:9000"`) to the site at position `site`
+    /// (0 for the first), while the balancer runs. With health checks on it takes traffic after
+    /// its first passing probe. Raises `MembershipError` for an unknown site, a duplicate or a
+    /// mixed scheme, `ConfigError` for a bad URL; nothing changes then.
+    fn add_endpoint(&self, py: Python<'_>, site: usize, url: String) -> PyResult<()> {
+        self.shared.change(py, |b| b.add_endpoint(site, &url))?;
+        Ok(())
+    }
+
+    /// Remove the endpoint `url` from every site that has it: it is never picked again once
+    /// this returns (leases already taken finish normally) and its probes stop. Raises
+    /// `MembershipError` when no site has it or it is the last endpoint of its site.
+    fn remove_endpoint(&self, py: Python<'_>, url: String) -> PyResult<()> {
+        self.shared.change(py, |b| b.remove_endpoint(&url))?;
+        Ok(())
+    }
+
+    /// Replace the endpoints of the site at position `site` by those `spec` names (sidekick
+    /// syntax); `site == site_count` appends a site. Endpoints named before and after keep
+    /// their state.
+    fn set_site(&self, py: Python<'_>, site: usize, spec: String) -> PyResult<()> {
+        self.shared.change(py, |b| b.set_site(site, &spec))?;
+        Ok(())
+    }
+
+    /// Make the sites exactly `sites` (a list of sidekick site texts, in order), keeping the
+    /// state of the endpoints that stay. Every text is checked before anything changes.
+    fn set_sites(&self, py: Python<'_>, sites: Vec<String>) -> PyResult<()> {
+        self.shared.change(py, |b| b.set_sites(&sites))?;
+        Ok(())
+    }
+
+    /// Append a site (sidekick syntax) and return its position.
+    fn add_site(&self, py: Python<'_>, spec: String) -> PyResult<usize> {
+        self.shared.change(py, |b| b.add_site(&spec))
+    }
+
+    /// Remove the site at position `site`; later sites move up. Raises `MembershipError` for
+    /// the only site or an unknown position.
+    fn remove_site(&self, py: Python<'_>, site: usize) -> PyResult<()> {
+        self.shared.change(py, |b| b.remove_site(site))?;
+        Ok(())
+    }
+
+    /// The number of health-probe tasks alive (one per endpoint with health checks on).
+    fn probe_tasks(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.shared.live(py)?.balancer().probe_tasks())
     }
 
     /// Total attempts for a request that was sent and failed (the `max_attempts` option).
@@ -900,6 +979,16 @@ impl From<&sidekick::Event> for PyEvent {
             E::HedgeWon { endpoint } => {
                 out.kind = "hedge_won";
                 out.endpoint = endpoint.clone();
+            }
+            E::Added { endpoint, site } => {
+                out.kind = "added";
+                out.endpoint = endpoint.clone();
+                out.site = Some(*site);
+            }
+            E::Removed { endpoint, site } => {
+                out.kind = "removed";
+                out.endpoint = endpoint.clone();
+                out.site = Some(*site);
             }
             _ => {}
         }

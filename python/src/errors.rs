@@ -20,6 +20,7 @@ pub(crate) enum Class {
     Timeout,
     Request,
     Body,
+    Membership,
     Base,
 }
 
@@ -33,6 +34,7 @@ impl Class {
             Class::Timeout => "TimeoutError",
             Class::Request => "RequestError",
             Class::Body => "BodyError",
+            Class::Membership => "MembershipError",
             Class::Base => "Error",
         }
     }
@@ -53,6 +55,8 @@ impl Class {
             Class::Body
         } else if e.is_request() {
             Class::Request
+        } else if e.is_membership() {
+            Class::Membership
         } else {
             Class::Base
         }

@@ -49,9 +49,10 @@ impl std::fmt::Debug for Spec {
 const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
 
 impl Spec {
-    /// An engine builder with the sites and every stored option applied.
-    pub(crate) fn builder(&self) -> sidekick::Builder {
-        self.engine.clone().sites(&self.sites)
+    /// An engine builder with every stored option applied and `sites` instead of the sites
+    /// given at construction (those in force after membership changes).
+    pub(crate) fn builder_with(&self, sites: &[String]) -> sidekick::Builder {
+        self.engine.clone().sites(sites)
     }
 
     /// Parse `sites` and the keyword options.

@@ -105,8 +105,12 @@ pub struct Config {
     /// Event-loop threads (`SIDEKICK_THREADS`, not a flag; 1 by default): each thread runs its
     /// own listening socket on the address (`SO_REUSEPORT`) and its own connections.
     pub threads: usize,
-    /// The SITE arguments, in order.
+    /// The SITE arguments, in order (with `--sites-file`: the file's, once read).
     pub sites: Vec<String>,
+    /// `--sites-file` (ours): read the SITEs from this file instead of the arguments (see
+    /// [`sites_file`](super::sites_file)); SIGHUP reads it again and applies the changes in
+    /// place. Empty: the SITE arguments.
+    pub sites_file: String,
     /// The shared S3 cache: not a flag; [`run`](super::run) reads it from the
     /// `SIDEKICK_CACHE_*` environment variables ([`CacheConfig::from_env`](crate::cache::CacheConfig::from_env)).
     pub cache: Option<crate::cache::CacheConfig>,
@@ -151,6 +155,7 @@ impl Default for Config {
             demo: false,
             threads: 1,
             sites: Vec::new(),
+            sites_file: String::new(),
             cache: None,
         }
     }
@@ -423,6 +428,12 @@ const FLAGS: &[Spec] = &[
         "1m0s",
     ),
     flag(
+        &["sites-file"],
+        Kind::Str,
+        "read the SITEs from this file (one or more per line, # comments) instead of the \
+         arguments; SIGHUP reads it again and applies the changes, keeping unchanged backends' state",
+    ),
+    flag(
         &["demo"],
         Kind::Bool,
         "run in front of built-in demo backends (two sites on 127.0.0.1) with a demo load",
@@ -577,7 +588,22 @@ where
             });
         }
     }
-    if cfg.sites.is_empty() && !cfg.demo {
+    if !cfg.sites_file.is_empty() && !cfg.sites.is_empty() {
+        return Err(usage(
+            "sites-file",
+            format!(
+                "--sites-file names the SITEs: no SITE argument may be given too (got {:?})",
+                cfg.sites[0]
+            ),
+        ));
+    }
+    if !cfg.sites_file.is_empty() && cfg.demo {
+        return Err(usage(
+            "demo",
+            "--demo brings its own backends: --sites-file may not be given".to_string(),
+        ));
+    }
+    if cfg.sites.is_empty() && !cfg.demo && cfg.sites_file.is_empty() {
         return Ok(Command::NoSites);
     }
     if cfg.demo && !cfg.sites.is_empty() {
@@ -692,6 +718,12 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
             "host-balance" => cfg.host_balance = value,
             "auto-tls-host" => cfg.auto_tls_host = value,
             "pprof" => cfg.pprof = value,
+            "sites-file" => {
+                if value.is_empty() {
+                    return Err(bad("a file name is needed".to_string()));
+                }
+                cfg.sites_file = value;
+            }
             _ => unreachable!("string flag {canon} not handled"),
         },
         Kind::Bool => unreachable!("bool flags are set by the parser"),

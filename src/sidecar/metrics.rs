@@ -279,6 +279,12 @@ impl Registry {
             }
             // The sidecar's forwarding loop does not hedge.
             Event::HedgeSent { .. } | Event::HedgeWon { .. } => {}
+            Event::Added { endpoint, .. } => {
+                // A row from the start, like the endpoints the balancer was built with.
+                self.entry(endpoint);
+            }
+            // Its statistics stay: the requests it served were served.
+            Event::Removed { .. } => {}
         }
         None
     }

@@ -27,6 +27,7 @@ pub(crate) mod forward;
 mod metrics;
 mod proxy;
 mod server;
+pub mod sites_file;
 pub(crate) mod tls;
 pub mod trim;
 
@@ -140,6 +141,10 @@ impl Sidecar {
     /// Bind, build the balancer and serve. `console` defaults to stdout with the mode the flags
     /// and the terminal ask for.
     pub async fn start(cfg: Config, console: Option<Arc<Console>>) -> Result<Sidecar, StartError> {
+        let mut cfg = cfg;
+        if !cfg.sites_file.is_empty() && cfg.sites.is_empty() {
+            cfg.sites = sites_file::read(&cfg.sites_file).map_err(StartError)?;
+        }
         cfg.validate().map_err(|e| StartError(e.message))?;
         let console = console.unwrap_or_else(|| {
             Arc::new(Console::stdout(ConsoleOpts::from_config(
@@ -274,6 +279,10 @@ impl Sidecar {
     /// and files such as `--cacert` are read again, host names resolved again, statistics start from zero). The old
     /// configuration keeps serving until the new one is ready (or its first probes took
     /// longer than the warm-up bound); requests in flight finish on the old one.
+    ///
+    /// With `--sites-file`, SIGHUP instead reads that file again and applies its SITE list to
+    /// the running balancer in place (see [`sites_file`]): unchanged backends keep their state
+    /// and statistics. The `--cert`/`--key` pair is read again either way.
     pub async fn reload(&self) -> Result<(), StartError> {
         if let Some(store) = &self.cert_store {
             // A pair that does not load (a key that does not match, say) is not taken: the
@@ -286,9 +295,32 @@ impl Sidecar {
                 )),
             }
         }
+        if !self.cfg.sites_file.is_empty() {
+            return self.reload_sites();
+        }
         let generation = Arc::new(build_generation(&self.cfg, self.shared.console.clone())?);
         generation.warm_up(warm_wait(&self.cfg)).await;
         self.shared.generation.store(generation);
+        Ok(())
+    }
+
+    /// Read `--sites-file` again and apply it to the balancer in force, in place.
+    fn reload_sites(&self) -> Result<(), StartError> {
+        let path = &self.cfg.sites_file;
+        let sites = sites_file::read(path).map_err(StartError)?;
+        let generation = self.shared.generation.load_full();
+        let changes = generation
+            .balancer
+            .set_sites(&sites)
+            .map_err(|e| StartError(format!("--sites-file {path}: {e}")))?;
+        generation.registry.sync(&generation.balancer.endpoints());
+        self.shared.console.write(&format!(
+            "sidekick: SITEs read again from {path}: {} site(s), {} backend(s) added, {} removed, {} kept\n",
+            sites.len(),
+            changes.added,
+            changes.removed,
+            changes.kept
+        ));
         Ok(())
     }
 
@@ -417,11 +449,20 @@ pub fn run(argv0: &str, args: impl IntoIterator<Item = String>) -> u8 {
             return 2;
         }
     };
+    let mut cfg = cfg;
+    if !cfg.sites_file.is_empty() {
+        match sites_file::read(&cfg.sites_file) {
+            Ok(sites) => cfg.sites = sites,
+            Err(e) => {
+                eprintln!("{name}: <ERROR> {e}");
+                return 1;
+            }
+        }
+    }
     if let Err(e) = cfg.validate() {
         eprintln!("{name}: Incorrect Usage. {e}\nRun '{argv0} --help' for the flags.");
         return 2;
     }
-    let mut cfg = cfg;
     match crate::cache::CacheConfig::from_env() {
         Ok(cache) => cfg.cache = cache,
         Err(e) => {

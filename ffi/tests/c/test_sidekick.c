@@ -60,6 +60,7 @@ static void check_failure(const char *what, sidekick_status got, sidekick_status
 /* ----- events ----- */
 
 static atomic_int events_up, events_down, events_ejected, events_retry, events_other;
+static atomic_int events_added, events_removed;
 
 static void on_event(void *user_data, const sidekick_event *ev) {
     atomic_int *calls = user_data;
@@ -80,6 +81,12 @@ static void on_event(void *user_data, const sidekick_event *ev) {
         break;
     case SIDEKICK_EVENT_KIND_RETRY:
         atomic_fetch_add(&events_retry, 1);
+        break;
+    case SIDEKICK_EVENT_KIND_ADDED:
+        atomic_fetch_add(&events_added, 1);
+        break;
+    case SIDEKICK_EVENT_KIND_REMOVED:
+        atomic_fetch_add(&events_removed, 1);
         break;
     default:
         atomic_fetch_add(&events_other, 1);
@@ -679,6 +686,150 @@ static void test_broken_pipe(int reset) {
     sidekick_balancer_free(b);
 }
 
+/* ----- live membership ----- */
+
+/* The state of `url` in a fresh endpoint list, or "absent". Copies it into `out`. */
+static void state_of(const sidekick_balancer *b, const char *url, char *out, size_t n) {
+    sidekick_endpoint_list *list = NULL;
+    snprintf(out, n, "absent");
+    if (sidekick_balancer_endpoints(b, &list, NULL) != SIDEKICK_STATUS_OK) {
+        return;
+    }
+    int i = find_endpoint(list, url);
+    if (i >= 0) {
+        snprintf(out, n, "%s", sidekick_endpoint_list_state(list, (size_t)i));
+    }
+    sidekick_endpoint_list_free(list);
+}
+
+static void test_membership(int p1, int p2, int dead) {
+    char url1[64], url2[64], url_dead[64], state[32];
+    snprintf(url1, sizeof url1, "http://127.0.0.1:%d", p1);
+    snprintf(url2, sizeof url2, "http://127.0.0.1:%d", p2);
+    snprintf(url_dead, sizeof url_dead, "http://127.0.0.1:%d", dead);
+    const char *sites[] = {url1};
+    static atomic_int calls;
+    sidekick_options o;
+    sidekick_options_init(&o);
+    o.health_path = "/health";
+    o.health_interval_ms = 100;
+    o.connect_timeout_ms = 1000;
+    o.worker_threads = 1;
+    o.on_event = on_event;
+    o.on_event_user_data = &calls;
+    sidekick_balancer *b = NULL;
+    sidekick_error *err = NULL;
+    sidekick_status st = sidekick_balancer_new(sites, 1, &o, &b, &err);
+    CHECK(st == SIDEKICK_STATUS_OK && b != NULL, "membership: new (status %d)", st);
+    if (b == NULL) {
+        sidekick_error_free(err);
+        return;
+    }
+    CHECK(sidekick_balancer_ready(b, 20000, NULL) == SIDEKICK_STATUS_OK, "membership: ready");
+    CHECK(sidekick_balancer_probe_tasks(b) == 1, "membership: one probe task");
+
+    /* A dead endpoint joins but never takes traffic: it is probed first. */
+    st = sidekick_balancer_add_endpoint(b, 0, url_dead, &err);
+    CHECK(st == SIDEKICK_STATUS_OK, "add_endpoint(dead) (status %d)", st);
+    CHECK(sidekick_balancer_probe_tasks(b) == 2, "membership: a probe task per endpoint");
+    int on_dead = 0;
+    for (int i = 0; i < 100; i++) {
+        sidekick_lease *lease = NULL;
+        if (sidekick_balancer_pick(b, &lease, NULL) == SIDEKICK_STATUS_OK) {
+            on_dead += strcmp(sidekick_lease_url(lease), url_dead) == 0;
+            sidekick_lease_finish(lease, SIDEKICK_OUTCOME_SUCCESS, 200, 1000);
+        }
+    }
+    CHECK(on_dead == 0, "an added endpoint takes no traffic before a probe passes (%d)", on_dead);
+
+    /* A live one joins and comes up after its first probe. */
+    st = sidekick_balancer_add_endpoint(b, 0, url2, &err);
+    CHECK(st == SIDEKICK_STATUS_OK, "add_endpoint(live)");
+    for (int round = 0; round < 200; round++) {
+        state_of(b, url2, state, sizeof state);
+        if (strcmp(state, "up") == 0) {
+            break;
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(strcmp(state, "up") == 0, "the added live endpoint came up (%s)", state);
+
+    /* Bad changes are refused by name. */
+    st = sidekick_balancer_add_endpoint(b, 7, url2, &err);
+    check_failure("add_endpoint(site 7)", st, SIDEKICK_STATUS_INVALID_ARGUMENT, &err, "index 7");
+    st = sidekick_balancer_add_endpoint(b, 0, "127.0.0.1:1", &err);
+    check_failure("add_endpoint(no scheme)", st, SIDEKICK_STATUS_CONFIG, &err, "scheme");
+    st = sidekick_balancer_add_endpoint(b, 0, NULL, &err);
+    check_failure("add_endpoint(NULL)", st, SIDEKICK_STATUS_NULL_ARGUMENT, &err, "url");
+    st = sidekick_balancer_remove_endpoint(b, "http://127.0.0.1:1", &err);
+    check_failure("remove_endpoint(unknown)", st, SIDEKICK_STATUS_INVALID_ARGUMENT, &err,
+                  "in no site");
+    st = sidekick_balancer_remove_site(b, 0, &err);
+    check_failure("remove_site(only)", st, SIDEKICK_STATUS_INVALID_ARGUMENT, &err, "only site");
+    st = sidekick_balancer_remove_endpoint(NULL, url1, &err);
+    check_failure("remove_endpoint(b=NULL)", st, SIDEKICK_STATUS_NULL_ARGUMENT, &err, "b");
+
+    /* Removing: never picked again, its lease still finishes, its probe task ends. */
+    sidekick_lease *held = NULL;
+    for (int i = 0; i < 100 && held == NULL; i++) {
+        sidekick_lease *lease = NULL;
+        if (sidekick_balancer_pick(b, &lease, NULL) != SIDEKICK_STATUS_OK) {
+            continue;
+        }
+        if (strcmp(sidekick_lease_url(lease), url1) == 0) {
+            held = lease;
+        } else {
+            sidekick_lease_finish(lease, SIDEKICK_OUTCOME_SUCCESS, 200, 1000);
+        }
+    }
+    CHECK(held != NULL, "a lease on the endpoint about to leave");
+    CHECK(sidekick_balancer_remove_endpoint(b, url1, &err) == SIDEKICK_STATUS_OK,
+          "remove_endpoint(live)");
+    CHECK(sidekick_balancer_remove_endpoint(b, url_dead, &err) == SIDEKICK_STATUS_OK,
+          "remove_endpoint(dead)");
+    int elsewhere = 0;
+    for (int i = 0; i < 100; i++) {
+        sidekick_lease *lease = NULL;
+        if (sidekick_balancer_pick(b, &lease, NULL) == SIDEKICK_STATUS_OK) {
+            elsewhere += strcmp(sidekick_lease_url(lease), url2) != 0;
+            sidekick_lease_finish(lease, SIDEKICK_OUTCOME_SUCCESS, 200, 1000);
+        }
+    }
+    CHECK(elsewhere == 0, "removed endpoints are never picked (%d)", elsewhere);
+    CHECK(sidekick_lease_finish(held, SIDEKICK_OUTCOME_SUCCESS, 200, 1000) == SIDEKICK_STATUS_OK,
+          "a lease on a removed endpoint finishes normally");
+    size_t tasks = 0;
+    for (int round = 0; round < 200; round++) {
+        tasks = sidekick_balancer_probe_tasks(b);
+        if (tasks == 1) {
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(tasks == 1, "the removed endpoints' probe tasks ended (%zu alive)", tasks);
+
+    /* Replacing the sites: the one that stays keeps its state; a second site joins. */
+    char site1[128];
+    snprintf(site1, sizeof site1, "%s,%s", url2, url1);
+    const char *next[] = {site1, url_dead};
+    CHECK(sidekick_balancer_set_sites(b, next, 2, &err) == SIDEKICK_STATUS_OK, "set_sites");
+    CHECK(sidekick_balancer_site_count(b) == 2, "set_sites: 2 sites");
+    state_of(b, url2, state, sizeof state);
+    CHECK(strcmp(state, "up") == 0, "an endpoint kept by set_sites stays up (%s)", state);
+    CHECK(sidekick_balancer_set_site(b, 1, "http://x{", &err) == SIDEKICK_STATUS_CONFIG,
+          "set_site(bad spec)");
+    sidekick_error_free(err);
+    err = NULL;
+    CHECK(sidekick_balancer_remove_site(b, 1, &err) == SIDEKICK_STATUS_OK, "remove_site(1)");
+    CHECK(sidekick_balancer_probe_tasks(NULL) == 0, "probe_tasks(NULL) is 0");
+    CHECK(atomic_load(&events_added) >= 4 && atomic_load(&events_removed) >= 3,
+          "added/removed events (%d, %d)", atomic_load(&events_added),
+          atomic_load(&events_removed));
+    sidekick_balancer_free(b);
+}
+
 int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: %s LIVE_PORT_1 LIVE_PORT_2 DEAD_PORT RESET_PORT\n", argv[0]);
@@ -692,6 +843,7 @@ int main(int argc, char **argv) {
     test_options_and_config_errors(live);
     test_probed_balancer(p1, p2, dead);
     test_unprobed_balancer(p1, dead);
+    test_membership(p1, p2, dead);
     test_nothing_available(dead);
     test_broken_pipe(reset);
     test_hedge(p1);

@@ -30,6 +30,7 @@ from ._errors import (
     ConfigError,
     ConnectError,
     Error,
+    MembershipError,
     NoEndpointError,
     NotReadyError,
     RequestError,
@@ -50,6 +51,7 @@ __all__ = [
     "Response",
     "Error",
     "ConfigError",
+    "MembershipError",
     "NoEndpointError",
     "NotReadyError",
     "RequestError",
@@ -59,7 +61,7 @@ __all__ = [
     "__version__",
 ]
 
-for _cls in (Error, ConfigError, NoEndpointError, NotReadyError, RequestError, ConnectError, TimeoutError, BodyError):
+for _cls in (Error, ConfigError, MembershipError, NoEndpointError, NotReadyError, RequestError, ConnectError, TimeoutError, BodyError):
     _cls.__module__ = "sidekick"
 del _cls
 

@@ -7,6 +7,7 @@ so existing ``except`` clauses keep working::
 
     Error
     ├── ConfigError          (also ValueError)  a bad site or option; the message names it
+    ├── MembershipError      (also ValueError)  a refused membership change (unknown endpoint...)
     ├── NoEndpointError                         no endpoint of any site is available
     │   └── NotReadyError                       ready() gave up waiting
     └── RequestError                            a request failed on every endpoint it could try
@@ -23,6 +24,7 @@ from typing import Optional
 __all__ = [
     "Error",
     "ConfigError",
+    "MembershipError",
     "NoEndpointError",
     "NotReadyError",
     "RequestError",
@@ -43,6 +45,12 @@ class Error(Exception):
 
 class ConfigError(Error, ValueError):
     """The configuration (a site, an option, an argument) was rejected; the message names it."""
+
+
+class MembershipError(Error, ValueError):
+    """A membership change (``add_endpoint``, ``remove_site``...) was refused: an unknown
+    endpoint or site, a duplicate, a mixed scheme, or a change that would leave a site or the
+    balancer empty. The message names it; nothing was changed."""
 
 
 class NoEndpointError(Error):

@@ -345,10 +345,30 @@ class Balancer:
         """A snapshot of every endpoint, site by site."""
     @property
     def sites(self) -> List[str]:
-        """The site specifications, in order."""
+        """The site specifications in force, in order."""
     @property
     def site_count(self) -> int:
         """The number of sites."""
+    def add_endpoint(self, site: int, url: str) -> None:
+        """Add endpoint ``url`` to the site at position ``site`` (0 for the first) while running;
+        with health checks on it takes traffic after its first passing probe. Raises
+        :class:`MembershipError` (unknown site, duplicate, mixed scheme) or :class:`ConfigError`
+        (bad URL); nothing changes then."""
+    def remove_endpoint(self, url: str) -> None:
+        """Remove endpoint ``url`` from every site that has it: never picked again once this
+        returns; leases already taken finish normally. Raises :class:`MembershipError` when no
+        site has it or it is the last endpoint of its site."""
+    def set_site(self, site: int, spec: str) -> None:
+        """Replace the endpoints of site ``site`` by those ``spec`` names (``site == site_count``
+        appends a site); endpoints that stay keep their state."""
+    def set_sites(self, sites: List[str]) -> None:
+        """Make the sites exactly ``sites``, in order, keeping the state of endpoints that stay."""
+    def add_site(self, spec: str) -> int:
+        """Append a site and return its position."""
+    def remove_site(self, site: int) -> None:
+        """Remove site ``site``; later sites move up. :class:`MembershipError` for the only site."""
+    def probe_tasks(self) -> int:
+        """The number of health-probe tasks alive (one per endpoint with health checks on)."""
     @property
     def max_attempts(self) -> int:
         """The ``max_attempts`` option."""
