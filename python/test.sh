@@ -6,13 +6,17 @@
 #   bash python/test.sh -k fork    # extra arguments go to pytest
 #
 # 1. a build virtualenv (python/.venv-build, or $SIDEKICK_BUILD_VENV; kept between runs) with
-#    maturin (the pyproject's build requirement) and auditwheel from PyPI;
-# 2. `maturin build --release`: the one abi3 manylinux wheel, built once and used by every step
-#    below; `auditwheel show` checks that its platform tag is one the wheel really satisfies;
-# 3. `maturin sdist`, then `pip wheel` of that sdist (pip's isolated build, as a user without a
-#    wheel for their platform gets it): the sdist carries the engine crate it depends on. Both
+#    maturin (the pyproject's build requirement), auditwheel and ziglang (zig) from PyPI;
+# 2. `maturin build --release --zig --compatibility manylinux2014`: the one abi3 wheel, linked by
+#    zig against glibc 2.17's symbols so that it installs on any Linux with glibc >= 2.17 (a
+#    plain build would need the build machine's glibc: 2.34 on Debian 12); built once and used by
+#    every step below; `auditwheel show` checks that the wheel satisfies its platform tag;
+# 3. `maturin sdist`, then the same `maturin build` in a temporary directory where the sdist is
+#    unpacked: the sdist carries everything it needs (the engine crate it depends on too). Both
 #    builds share the cargo target directory (CARGO_TARGET_DIR, default the workspace's target/),
-#    so the sdist build compiles only the two local crates again;
+#    so the sdist's build reuses the wheel's compiled dependencies. (`pip wheel` of the sdist
+#    would do the same build, but its isolated environment finds zig elsewhere, which changes
+#    the linker and makes cargo compile everything again);
 # 4. a fresh virtualenv (temporary) where pip installs the wheel and the test dependencies;
 # 5. everything below runs with PATH=<venv>/bin:/usr/bin:/bin from an empty directory: cargo and
 #    rustc must not be reachable, and `sidekick` must import from the venv's site-packages;
@@ -73,15 +77,21 @@ fi
 export CARGO_TARGET_DIR
 echo "cargo target directory: $CARGO_TARGET_DIR"
 
-section "build virtualenv $BUILD_VENV ($MATURIN_REQ, auditwheel)"
+section "build virtualenv $BUILD_VENV ($MATURIN_REQ, auditwheel, ziglang)"
 [ -x "$BUILD_VENV/bin/python" ] || make_venv "$BUILD_VENV"
 BPY="$BUILD_VENV/bin/python"
-"$BPY" -m pip install --disable-pip-version-check -q "$MATURIN_REQ" "auditwheel>=6"
+"$BPY" -m pip install --disable-pip-version-check -q "$MATURIN_REQ" "auditwheel>=6" "ziglang==0.17.1"
 "$BUILD_VENV/bin/maturin" --version
+# zig on PATH for maturin, here and inside pip's isolated build of the sdist.
+ZIG_DIR="$("$BPY" -c 'import os, ziglang; print(os.path.dirname(ziglang.__file__))')"
+export PATH="$ZIG_DIR:$PATH"
+echo "zig $(zig version)"
+# The platform the wheel is built for: glibc 2.17 (manylinux2014), as old as Rust's std supports.
+WHEEL_ARGS=(--zig --compatibility manylinux2014)
 
-section "wheel: maturin build --release"
+section "wheel: maturin build --release ${WHEEL_ARGS[*]}"
 t0=$SECONDS
-(cd "$HERE" && "$BUILD_VENV/bin/maturin" build --release --out "$WORK/wheel")
+(cd "$HERE" && "$BUILD_VENV/bin/maturin" build --release "${WHEEL_ARGS[@]}" --out "$WORK/wheel")
 shopt -s nullglob
 wheels=("$WORK"/wheel/*.whl)
 shopt -u nullglob
@@ -92,7 +102,7 @@ echo "built $(basename "$WHEEL") ($(du -h "$WHEEL" | cut -f1)) in $((SECONDS - t
 section "wheel: abi3 tag and auditwheel show"
 "$BPY" "$HERE/scripts/check_wheel.py" "$WHEEL" "$BUILD_VENV/bin/auditwheel"
 
-section "sdist: maturin sdist, then pip wheel of the sdist"
+section "sdist: maturin sdist, then maturin build of the unpacked sdist"
 t0=$SECONDS
 (cd "$HERE" && "$BUILD_VENV/bin/maturin" sdist --out "$WORK/sdist")
 shopt -s nullglob
@@ -100,17 +110,19 @@ sdists=("$WORK"/sdist/*.tar.gz)
 shopt -u nullglob
 [ "${#sdists[@]}" -eq 1 ] || { echo "expected one sdist, found: ${sdists[*]:-none}" >&2; exit 1; }
 echo "sdist $(basename "${sdists[0]}") ($(du -h "${sdists[0]}" | cut -f1))"
-# pip unpacks the sdist in a temporary directory and builds it there, with maturin from PyPI in an
-# isolated environment: nothing from this checkout but the shared target directory is used.
-(cd "$WORK" && "$BPY" -m pip wheel --disable-pip-version-check --no-deps -q -w "$WORK/from-sdist" "${sdists[0]}")
+# Nothing from this checkout but the shared target directory is used.
+mkdir -p "$WORK/unpacked"
+tar -xzf "${sdists[0]}" -C "$WORK/unpacked"
+unpacked=("$WORK"/unpacked/*/)
+[ "${#unpacked[@]}" -eq 1 ] && [ -f "${unpacked[0]}pyproject.toml" ] ||
+    { echo "the sdist does not unpack to one directory with a pyproject.toml" >&2; exit 1; }
+(cd "${unpacked[0]}" && "$BUILD_VENV/bin/maturin" build --release "${WHEEL_ARGS[@]}" --out "$WORK/from-sdist")
 shopt -s nullglob
 built=("$WORK"/from-sdist/*.whl)
 shopt -u nullglob
 [ "${#built[@]}" -eq 1 ] || { echo "the sdist built no wheel" >&2; exit 1; }
-# pip's build is for this machine only: maturin tags it linux_<arch>, without the manylinux audit.
-# Everything but the platform tag must match the wheel built from the tree.
 from_sdist="$(basename "${built[0]}")"
-[ "${from_sdist%-*}" = "$(basename "${WHEEL%-*}")" ] ||
+[ "$from_sdist" = "$(basename "$WHEEL")" ] ||
     { echo "the sdist built $from_sdist, the tree $(basename "$WHEEL")" >&2; exit 1; }
 echo "the sdist builds $from_sdist in $((SECONDS - t0)) s"
 
