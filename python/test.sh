@@ -15,8 +15,8 @@
 #    unpacked: the sdist carries everything it needs (the engine crate it depends on too). Both
 #    builds share the cargo target directory (CARGO_TARGET_DIR, default the workspace's target/),
 #    so the sdist's build reuses the wheel's compiled dependencies. (`pip wheel` of the sdist
-#    would do the same build, but its isolated environment finds zig elsewhere, which changes
-#    the linker and makes cargo compile everything again);
+#    does the same build in pip's isolated environment, where maturin sets zig up differently:
+#    cargo compiled every dependency again, 504 s on a busy 2-core machine);
 # 4. a fresh virtualenv (temporary) where pip installs the wheel and the test dependencies;
 # 5. everything below runs with PATH=<venv>/bin:/usr/bin:/bin from an empty directory: cargo and
 #    rustc must not be reachable, and `sidekick` must import from the venv's site-packages;
