@@ -5,7 +5,9 @@
 #   bash ffi/test.sh c go         # the build and header check, then only the parts named
 #
 # Parts: c (Rust unit tests, the C test under valgrind, the C example, the C and Rust
-# benchmarks), go (go vet, go test, BenchmarkPickDone), java (mvn test). The release build of
+# benchmarks), go (the build step, go vet, go test, BenchmarkPickDone, a user's module built
+# outside the repository), java (mvn install: tests and the jar carrying the native library; a
+# user's project built outside the repository against that jar). The release build of
 # the ffi crate and the header check always run first. Missing tools (gcc, valgrind, python3,
 # cbindgen, Go, a JDK and Maven) are installed. Every backend started here listens on 127.0.0.1
 # and is stopped by PID on exit. Exits non-zero if anything failed.
@@ -215,9 +217,16 @@ for line in sys.stdin:
 }
 
 part_go() {
+    # As the README's Go section tells a user: the one build step puts the static library into
+    # the module (go/lib/<GOOS>_<GOARCH>/); nothing else tells cgo where it is.
+    section "Go: the build step (scripts/build-go-lib.sh)"
+    local t=$SECONDS
+    bash "$FFI_DIR/scripts/build-go-lib.sh"
+    unset CGO_LDFLAGS
+    export CGO_ENABLED=1
+
     section "Go: go vet, go test (cgo, static library)"
     cd "$FFI_DIR/go"
-    export CGO_ENABLED=1 CGO_LDFLAGS="-L$LIB_DIR"
     go version
     go vet ./...
     local rc=0
@@ -228,14 +237,67 @@ part_go() {
 
     section "bench: go test -bench PickDone (C ABI from Go)"
     go test -run '^$' -bench . -benchtime 200000x ./...
+
+    section "Go: a user's module outside the repository (README, Go section)"
+    # go mod init, a replace (no registry serves the module here), go get, the build step,
+    # go build; GOPROXY=off: the module comes from the replace and nothing from the network.
+    local consumer="$WORK/go-consumer" module=github.com/sidekick-lb/sidekick/ffi/go
+    mkdir -p "$consumer"
+    cp "$FFI_DIR/tests/consumer/go/main.go" "$consumer/"
+    (
+        cd "$consumer"
+        export GOPROXY=off GOFLAGS=
+        go mod init example.com/consumer
+        go mod edit -replace "$module=$FFI_DIR/go"
+        go get "$module"
+        bash "$FFI_DIR/scripts/build-go-lib.sh"
+        go build -o consumer .
+    )
+    start_backend go1
+    local p1=$PORT
+    start_backend go2
+    local p2=$PORT
+    (cd "$WORK" && "$consumer/consumer" "http://127.0.0.1:$p1,http://127.0.0.1:$p2")
+    echo "Go part took $((SECONDS - t)) s"
 }
 
 part_java() {
-    section "Java: mvn -B test (JNA)"
+    local t=$SECONDS
+    section "Java: mvn -B install (JNA; tests, the jar with the native library, ~/.m2)"
     cd "$FFI_DIR/java"
     java -version 2>&1 | head -1
-    mvn -q -B -Dstyle.color=never test -Dsidekick.lib.dir="$LIB_DIR"
+    mvn -q -B -Dstyle.color=never install -Dsidekick.lib.dir="$LIB_DIR"
     cat target/surefire-reports/*.txt | grep -E 'Tests run'
+    local version jar
+    version="$(sed -n '0,/<artifactId>sidekick-jna<\/artifactId>/d; /<version>/{s|.*<version>\(.*\)</version>.*|\1|p;q;}' pom.xml)"
+    jar="target/sidekick-jna-$version.jar"
+    [ -f "$jar" ] || { echo "mvn package made no $jar" >&2; return 1; }
+    jar tf "$jar" | grep -x 'linux-x86-64/libsidekick_ffi.so' ||
+        { echo "$jar does not carry linux-x86-64/libsidekick_ffi.so" >&2; return 1; }
+
+    section "Java: a user's project outside the repository, with only the sidekick-jna dependency"
+    # Its classpath is the artifact from the local repository and JNA; no library path, no
+    # LD_LIBRARY_PATH: JNA must load the library from the jar (its load log says from where).
+    local consumer="$WORK/java-consumer"
+    cp -r "$FFI_DIR/tests/consumer/java" "$consumer"
+    start_backend java1
+    local p1=$PORT
+    start_backend java2
+    local p2=$PORT
+    (
+        cd "$consumer"
+        unset LD_LIBRARY_PATH
+        mvn -B -ntp -Dstyle.color=never -Dsidekick.version="$version" \
+            -Dsites="http://127.0.0.1:$p1,http://127.0.0.1:$p2" compile exec:exec
+    ) >"$WORK/java-consumer.log" 2>&1 || { cat "$WORK/java-consumer.log"; echo "the Java consumer failed" >&2; return 1; }
+    grep -E '20 GETs through BalancedClient' "$WORK/java-consumer.log"
+    grep -E "Found library resource at jar:file:.*/sidekick-jna-$version\.jar!/linux-x86-64/libsidekick_ffi\.so" \
+        "$WORK/java-consumer.log" || {
+        grep -iE 'jna|library' "$WORK/java-consumer.log"
+        echo "JNA did not load libsidekick_ffi.so from the sidekick-jna jar (log above)" >&2
+        return 1
+    }
+    echo "Java part took $((SECONDS - t)) s"
 }
 
 wants c && run_part c part_c

@@ -14,14 +14,16 @@
 //
 // or let Transport do all of that for every request of an http.Client.
 //
-// Linking: the package links the static library libsidekick_ffi.a, looked up first in any
-// directory given with CGO_LDFLAGS=-L<dir> (ffi/test.sh passes the one `cargo metadata` names),
-// then in ffi/target/release (a standalone build) and target/release (a workspace build).
+// Linking: the package links the static library libsidekick_ffi.a. The one build step,
+// `bash ffi/scripts/build-go-lib.sh` in a checkout, builds it and puts it inside this module at
+// lib/<GOOS>_<GOARCH>/, where lib_<GOOS>_<GOARCH>.go points the linker; a directory given with
+// CGO_LDFLAGS=-L<dir> is searched first. sidekick.h is ffi/include/sidekick.h, copied into the
+// module so that it builds outside the repository (ffi/scripts/check-header.sh keeps the copy equal).
 package sidekick
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../include
-#cgo LDFLAGS: -L${SRCDIR}/../target/release -L${SRCDIR}/../../target/release -l:libsidekick_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+#cgo CFLAGS: -I${SRCDIR}
+#cgo linux LDFLAGS: -l:libsidekick_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 #include <stdlib.h>
 #include "sidekick.h"
 

@@ -24,6 +24,25 @@ import pytest
 HOST = "127.0.0.1"
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    import sidekick
+
+    return f"sidekick {sidekick.__version__} from {sidekick.__file__}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With SIDEKICK_EXPECT_INSTALLED_IN set (python/test.sh sets it to the fresh venv's
+    site-packages), refuse to run unless ``sidekick`` is the installed wheel, not the source tree."""
+    expected = os.environ.get("SIDEKICK_EXPECT_INSTALLED_IN")
+    if not expected:
+        return
+    import sidekick
+
+    found = os.path.realpath(sidekick.__file__)
+    if not found.startswith(os.path.realpath(expected) + os.sep):
+        raise pytest.UsageError(f"sidekick was imported from {found}, not from the wheel in {expected}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

@@ -16,7 +16,11 @@ import java.util.Map;
  * as a byte; statuses are {@code int}.
  */
 public interface SidekickLibrary extends Library {
-    /** The library, loaded from {@code jna.library.path} (libsidekick_ffi.so); strings are UTF-8. */
+    /**
+     * The library (libsidekick_ffi.so), as JNA finds it: on {@code jna.library.path} or the
+     * system's library path when it is there, else inside this artifact's jar at JNA's resource
+     * path ({@code linux-x86-64/libsidekick_ffi.so}). Strings are UTF-8.
+     */
     SidekickLibrary INSTANCE = Native.load(
             "sidekick_ffi", SidekickLibrary.class, Map.of(Library.OPTION_STRING_ENCODING, "UTF-8"));
 
