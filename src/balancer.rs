@@ -9,7 +9,8 @@
 //! All traffic goes to the first site that has an available endpoint; the next site only gets
 //! traffic while every earlier one has none, and traffic returns as soon as an earlier site
 //! recovers. This is sidekick's site failover, unchanged: a second site is typically a replica
-//! cluster in another zone.
+//! cluster in another zone. Graded spill-over (opt-in) shares the traffic between sites by their
+//! health instead (see `spillover`).
 //!
 //! # Cost of a pick
 //!
@@ -50,6 +51,7 @@ use crate::outcome::{Classes, StatusSet};
 use crate::policy;
 use crate::retry::Budget;
 use crate::site::Site;
+use crate::spillover;
 use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
 
@@ -96,6 +98,8 @@ pub(crate) struct Core {
     pub(crate) names: ServerNames,
     pub(crate) runtime: Handle,
     next_id: AtomicU64,
+    /// The sites' shares last announced (percent), with graded spill-over.
+    shares: Mutex<Vec<u32>>,
 }
 
 impl Drop for Core {
@@ -231,10 +235,16 @@ impl Core {
             down_since: 0.into(),
             last_error: Mutex::new(None),
             cancel: self.cancel.child_token(),
+            joined_late: !site.state.load().endpoints.is_empty(),
         }))
     }
 
+    /// Start what a new endpoint needs once it is published: its probe task, or, with probes
+    /// off, the slow start of an endpoint that joined a running site (it is in rotation at once).
     fn start_probe(&self, ep: &Arc<Endpoint>) {
+        if self.prober.is_none() && ep.joined_late {
+            self.begin_slow_start(ep);
+        }
         if let Some(prober) = &self.prober {
             let sink: Weak<dyn ProbeSink> = self.me.clone();
             let fut = health::run(
@@ -278,9 +288,11 @@ impl Core {
             let _g = site.lock();
             self.publish(site, eps);
         }
+        self.reshare();
     }
 
     /// Store a new endpoint list for a site and tell `ready()`. Call with the site lock held.
+    /// Call [`Core::reshare`] once the lock is released.
     fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
         site.publish(endpoints);
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -301,7 +313,7 @@ impl Core {
         };
         if site.state.load().endpoints.len() <= REBUILD_INLINE_MAX {
             site.republish();
-            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+            self.notify();
             return;
         }
         if !site.defer() {
@@ -313,7 +325,7 @@ impl Core {
             if let Some(core) = weak.upgrade() {
                 if let Some(site) = core.sites.get(si) {
                     site.run_deferred();
-                    core.changed.send_modify(|v| *v = v.wrapping_add(1));
+                    core.notify();
                 }
             }
         });
@@ -342,32 +354,95 @@ impl Core {
     pub(crate) fn pick(&self, exclude: &[EndpointId]) -> Result<Lease, Error> {
         // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
-        let ledger = &*self.ledger;
-        for (site, load) in self.sites.iter().zip(&ledger.site_loads) {
-            let st = site.state.load();
-            if st.available.is_empty() {
-                continue;
-            }
-            let seed = load.seed(&ledger.load_cfg);
-            for _ in 0..4 {
-                let chosen = policy::select(
-                    self.cfg.policy,
-                    &st.available,
-                    &site.rr,
-                    now,
-                    seed,
-                    &ledger.load_cfg,
-                    |e| e.pickable() && !exclude.contains(&e.id),
-                );
-                let Some(i) = chosen else { break };
-                let ep = &st.available[i];
-                if ep.acquire() {
-                    ep.load.start();
-                    return Ok(Lease::new(ep.clone(), now));
-                }
+        if self.cfg.site_spillover && self.sites.len() > 1 {
+            let drawn = spillover::draw(self.site_healths(), crate::random::f64());
+            if let Some(lease) = drawn.and_then(|si| self.pick_in(si, now, exclude)) {
+                return Ok(lease);
             }
         }
-        Err(Error::no_endpoint())
+        // All-or-nothing: the first site that has an endpoint to give.
+        (0..self.sites.len())
+            .find_map(|si| self.pick_in(si, now, exclude))
+            .ok_or_else(Error::no_endpoint)
+    }
+
+    /// A lease on an endpoint of site `si` chosen by the policy, if the site has one to give.
+    fn pick_in(&self, si: usize, now: u64, exclude: &[EndpointId]) -> Option<Lease> {
+        let ledger = &*self.ledger;
+        let (site, load) = (self.sites.get(si)?, ledger.site_loads.get(si)?);
+        let st = site.state.load();
+        if st.available.is_empty() {
+            return None;
+        }
+        let seed = load.seed(&ledger.load_cfg);
+        for _ in 0..4 {
+            let chosen = policy::select(
+                self.cfg.policy,
+                &st.available,
+                &site.rr,
+                now,
+                seed,
+                &ledger.load_cfg,
+                |e| e.pickable() && !exclude.contains(&e.id),
+            );
+            let i = chosen?;
+            let ep = &st.available[i];
+            if ep.acquire() {
+                ep.load.start();
+                return Some(Lease::new(ep.clone(), now));
+            }
+        }
+        None
+    }
+
+    /// Each site's health for graded spill-over, in order (see `spillover`).
+    fn site_healths(&self) -> impl Iterator<Item = f64> + Clone + '_ {
+        let factor = self.cfg.overprovisioning;
+        self.sites.iter().map(move |site| {
+            let st = site.state.load();
+            spillover::health(st.available.len(), st.endpoints.len(), factor)
+        })
+    }
+
+    /// The share of picks each site gets now, in order.
+    pub(crate) fn site_shares(&self) -> Vec<f64> {
+        if self.cfg.site_spillover {
+            let healths: Vec<f64> = self.site_healths().collect();
+            spillover::shares(&healths)
+        } else {
+            spillover::all_or_nothing(self.sites.iter().map(|s| {
+                s.state
+                    .load()
+                    .available
+                    .iter()
+                    .filter(|e| e.pickable())
+                    .count()
+            }))
+        }
+    }
+
+    /// Tell `ready()` that some site's available endpoints changed, and announce the sites'
+    /// new shares (see [`Core::reshare`]). Call without a site lock held.
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        self.reshare();
+    }
+
+    /// With graded spill-over, emit the sites' shares when they changed since last announced.
+    /// Call without a site lock held (the event callback runs here).
+    fn reshare(&self) {
+        if !self.cfg.site_spillover {
+            return;
+        }
+        let now = spillover::percent(&self.site_shares());
+        {
+            let mut last = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == now {
+                return;
+            }
+            last.clone_from(&now);
+        }
+        self.emit(Event::SiteShares { shares: now });
     }
 
     fn any_available(&self) -> bool {
@@ -494,6 +569,48 @@ impl Core {
             endpoint: ep.url.clone(),
             site: ep.site,
         });
+        self.begin_slow_start(ep);
+    }
+
+    // ----- slow start -----
+
+    /// Begin the slow start of `ep`, which just came (back) into rotation: its weight ramps up
+    /// over the `slow_start` window (see `load`), and a task ends it with an event. Nothing when
+    /// slow start is off. The membership code calls this for an endpoint it adds with probes
+    /// off (through `start_probe`); with probes on, the first passing probe of an endpoint
+    /// that joined late calls it.
+    pub(crate) fn begin_slow_start(&self, ep: &Arc<Endpoint>) {
+        let Some(window) = self.cfg.slow_start else {
+            return;
+        };
+        let Some(key) = ep.load.begin_ramp(self.now_ns(), &self.ledger.load_cfg) else {
+            return;
+        };
+        self.emit(Event::SlowStartBegan {
+            endpoint: ep.url.clone(),
+            site: ep.site,
+            window,
+        });
+        // The weight reaches 1 by itself at the end of the window; this task only clears the
+        // ramp and says so. It holds the endpoint and a weak link, never the balancer.
+        let weak = self.me.clone();
+        let ep = ep.clone();
+        let cancel = ep.cancel.clone();
+        self.runtime.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(window) => {
+                    if let Some(core) = weak.upgrade() {
+                        if ep.load.end_ramp(key) {
+                            core.emit(Event::SlowStartEnded {
+                                endpoint: ep.url.clone(),
+                                site: ep.site,
+                            });
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -519,11 +636,19 @@ impl ProbeSink for Core {
         let now = self.now_ns();
         let was_ejected;
         let flipped;
+        let came_back;
         {
             let _g = site.lock();
             let applied = ep.standing.apply(|s| Some(s.probed(health)));
             was_ejected = applied.is_some_and(|(old, _)| old.ejected);
             flipped = applied.is_some_and(|(old, new)| old.pickable() != new.pickable());
+            // Into rotation after being out of it: down, ejected, or new to a running site
+            // (the endpoints the balancer starts with all get their full share at once).
+            came_back = applied.is_some_and(|(old, new)| {
+                !old.pickable()
+                    && new.pickable()
+                    && (old.health != Health::Unknown || old.ejected || ep.joined_late)
+            });
             if health == Health::Up {
                 ep.load.reset();
             }
@@ -545,6 +670,9 @@ impl ProbeSink for Core {
                     endpoint: ep.url.clone(),
                     site: ep.site,
                 });
+            }
+            if came_back {
+                self.begin_slow_start(ep);
             }
             let since = if downtime_start == u64::MAX {
                 now
@@ -622,6 +750,7 @@ impl AddressSink for Core {
             next.sort_by(|a, b| (a.origin, a.url.as_str()).cmp(&(b.origin, b.url.as_str())));
             self.publish(site, next);
         }
+        self.reshare();
         tracing::info!(host = %host, addresses = ips.len(), "DNS fan-out updated");
         for ep in &started {
             self.start_probe(ep);
@@ -693,6 +822,9 @@ impl Balancer {
                 decay_ns: cfg.ewma_decay.as_nanos() as f64,
                 default_rtt_ns: cfg.default_rtt.as_nanos() as f64,
                 penalty_ns: cfg.failure_penalty.as_nanos() as f64,
+                slow_start_ns: cfg
+                    .slow_start
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             },
             classes: Classes {
                 failure: StatusSet::new(&cfg.failure_statuses),
@@ -717,6 +849,7 @@ impl Balancer {
             names,
             runtime,
             next_id: AtomicU64::new(1),
+            shares: Mutex::new(Vec::new()),
         });
         core.populate();
         Ok(Balancer { core })
@@ -786,6 +919,13 @@ impl Balancer {
             }
         }
         out
+    }
+
+    /// The share of picks each site gets now, in site order, from 0.0 to 1.0: all to the first
+    /// site with an available endpoint, or with [`Builder::site_spillover`](crate::Builder::site_spillover)
+    /// the graded shares. All 0 when nothing is available.
+    pub fn site_shares(&self) -> Vec<f64> {
+        self.core.site_shares()
     }
 
     /// The number of sites.

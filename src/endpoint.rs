@@ -82,6 +82,9 @@ pub struct EndpointInfo {
     pub ejections: u64,
     /// The last probe or request error, if any.
     pub last_error: Option<String>,
+    /// Its weight in selection, 1.0 but during a slow start, when it ramps from 0.1 to 1.0
+    /// (see [`Builder::slow_start`](crate::Builder::slow_start)).
+    pub weight: f64,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +144,9 @@ pub(crate) struct Endpoint {
     pub(crate) down_since: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) cancel: CancellationToken,
+    /// Added to a site that already had endpoints (membership change, DNS): its first entry
+    /// into rotation begins a slow start, like a return.
+    pub(crate) joined_late: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -212,13 +218,15 @@ impl Endpoint {
             return;
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let site = ledger.site_loads.get(self.site);
+        let seed = site.map_or(ledger.load_cfg.default_rtt_ns, |s| s.seed(&ledger.load_cfg));
         if signal.failed() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             let penalty = latency_ns.max(ledger.load_cfg.penalty_ns);
-            self.load.observe(penalty, now, &ledger.load_cfg);
+            self.load.observe(penalty, now, seed, &ledger.load_cfg);
         } else {
-            self.load.observe(latency_ns, now, &ledger.load_cfg);
-            if let Some(site) = ledger.site_loads.get(self.site) {
+            self.load.observe(latency_ns, now, seed, &ledger.load_cfg);
+            if let Some(site) = site {
                 site.observe(latency_ns, now, &ledger.load_cfg);
             }
         }
@@ -252,6 +260,7 @@ impl Endpoint {
             failures: self.stats.failures.load(Ordering::Relaxed),
             ejections: self.stats.ejections.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+            weight: self.load.weight(now_ns, cfg),
         }
     }
 }

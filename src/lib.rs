@@ -61,6 +61,7 @@ mod random;
 mod resume;
 pub mod retry;
 pub mod site;
+mod spillover;
 mod target;
 mod transport;
 
