@@ -290,9 +290,8 @@ async fn slow_start() -> Result<(), BoxError> {
     println!();
     println!("| since its return | slow start 1 s | no slow start | requests in the 100 ms |");
     println!("| --- | --- | --- | --- |");
-    for k in 0..BUCKETS {
-        let (on, n) = columns[0][k];
-        let (off, _) = columns[1][k];
+    let (ramped, plain) = (&columns[0], &columns[1]);
+    for (k, (&(on, n), &(off, _))) in ramped.iter().zip(plain).enumerate() {
         println!(
             "| {}–{} ms | {:.1} % | {:.1} % | {n} |",
             k * 100,

@@ -525,7 +525,18 @@ impl Core {
             u32::from(streak),
             crate::random::f64(),
         );
-        // The task must not keep the balancer alive: it holds only the endpoint and a weak link.
+        self.after(ep, delay, |core, ep| core.trial_due(ep));
+    }
+
+    /// Run `then` after `delay`, unless the endpoint's tasks are cancelled or the balancer is
+    /// gone first. The task must not keep the balancer alive: it holds only the endpoint and a
+    /// weak link.
+    fn after(
+        &self,
+        ep: &Arc<Endpoint>,
+        delay: Duration,
+        then: impl FnOnce(&Core, &Arc<Endpoint>) + Send + 'static,
+    ) {
         let weak = self.me.clone();
         let ep = ep.clone();
         let cancel = ep.cancel.clone();
@@ -534,7 +545,7 @@ impl Core {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(delay) => {
                     if let Some(core) = weak.upgrade() {
-                        core.trial_due(&ep);
+                        then(&core, &ep);
                     }
                 }
             }
@@ -592,23 +603,13 @@ impl Core {
             window,
         });
         // The weight reaches 1 by itself at the end of the window; this task only clears the
-        // ramp and says so. It holds the endpoint and a weak link, never the balancer.
-        let weak = self.me.clone();
-        let ep = ep.clone();
-        let cancel = ep.cancel.clone();
-        self.runtime.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(window) => {
-                    if let Some(core) = weak.upgrade() {
-                        if ep.load.end_ramp(key) {
-                            core.emit(Event::SlowStartEnded {
-                                endpoint: ep.url.clone(),
-                                site: ep.site,
-                            });
-                        }
-                    }
-                }
+        // ramp and says so.
+        self.after(ep, window, move |core, ep| {
+            if ep.load.end_ramp(key) {
+                core.emit(Event::SlowStartEnded {
+                    endpoint: ep.url.clone(),
+                    site: ep.site,
+                });
             }
         });
     }
