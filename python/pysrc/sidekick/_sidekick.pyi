@@ -257,6 +257,12 @@ class Balancer:
     :param pool_max_idle_per_host: idle connections kept per endpoint (default 1024).
     :param rr_dns: one endpoint per address a host name resolves to (default off).
     :param dns_refresh: how often fanned-out names are resolved again (default 30).
+    :param slow_start: seconds over which an endpoint that comes back ramps from 10 % to its
+        full share of picks (default None: off).
+    :param site_spillover: graded spill-over between sites: a site gets its available share ×
+        ``overprovisioning`` of the traffic, the rest goes to the next site (default off:
+        all-or-nothing failover).
+    :param overprovisioning: the factor of ``site_spillover`` (default 1.4).
     :param on_event: called with an :class:`Event` on every state change and retry (on
         sidekick's threads: keep it quick and non-blocking).
     :param warmup: how long the first picks of a new balancer (or one rebuilt after a fork) may
@@ -299,6 +305,9 @@ class Balancer:
         pool_max_idle_per_host: int = ...,
         rr_dns: bool = ...,
         dns_refresh: _Seconds = ...,
+        slow_start: Optional[_Seconds] = ...,
+        site_spillover: bool = ...,
+        overprovisioning: float = ...,
         on_event: Optional[Callable[[Event], None]] = ...,
         warmup: _Seconds = ...,
     ) -> Balancer: ...
