@@ -813,7 +813,8 @@ impl PyEndpointInfo {
 /// A state change or a retry, given to the `on_event` callback.
 #[pyclass(name = "Event", module = "sidekick", frozen, get_all)]
 pub(crate) struct PyEvent {
-    /// `up`, `down`, `ejected`, `returned`, `retry` or `budget_exhausted`.
+    /// `up`, `down`, `ejected`, `returned`, `retry`, `budget_exhausted`, `slow_start_began`,
+    /// `slow_start_ended` or `site_shares` (the endpoint is empty for `site_shares`).
     kind: &'static str,
     /// The endpoint URL.
     endpoint: String,
@@ -826,6 +827,10 @@ pub(crate) struct PyEvent {
     attempt: Option<u32>,
     /// Seconds out of rotation (`up`).
     downtime: Option<f64>,
+    /// Seconds the ramp lasts (`slow_start_began`).
+    window: Option<f64>,
+    /// Percent of the picks per site, in order (`site_shares`).
+    shares: Option<Vec<u32>>,
 }
 
 impl From<&sidekick::Event> for PyEvent {
@@ -838,6 +843,8 @@ impl From<&sidekick::Event> for PyEvent {
             reason: None,
             attempt: None,
             downtime: None,
+            window: None,
+            shares: None,
         };
         match ev {
             E::Up {
@@ -888,6 +895,25 @@ impl From<&sidekick::Event> for PyEvent {
             E::BudgetExhausted { endpoint } => {
                 out.kind = "budget_exhausted";
                 out.endpoint = endpoint.clone();
+            }
+            E::SlowStartBegan {
+                endpoint,
+                site,
+                window,
+            } => {
+                out.kind = "slow_start_began";
+                out.endpoint = endpoint.clone();
+                out.site = Some(*site);
+                out.window = Some(window.as_secs_f64());
+            }
+            E::SlowStartEnded { endpoint, site } => {
+                out.kind = "slow_start_ended";
+                out.endpoint = endpoint.clone();
+                out.site = Some(*site);
+            }
+            E::SiteShares { shares } => {
+                out.kind = "site_shares";
+                out.shares = Some(shares.clone());
             }
             _ => {}
         }

@@ -42,7 +42,17 @@ _Seconds = Union[float, int, datetime.timedelta]
 _OutcomeName = Literal["success", "status", "connect", "reset", "timeout", "failed", "cancelled"]
 _PolicyName = Literal["p2c", "peak-ewma", "ewma", "least", "least-requests", "round-robin", "rr", "random"]
 _EndpointStateName = Literal["unknown", "up", "down", "ejected", "trial"]
-_EventKind = Literal["up", "down", "ejected", "returned", "retry", "budget_exhausted"]
+_EventKind = Literal[
+    "up",
+    "down",
+    "ejected",
+    "returned",
+    "retry",
+    "budget_exhausted",
+    "slow_start_began",
+    "slow_start_ended",
+    "site_shares",
+]
 _Headers = Union[Mapping[str, Union[str, bytes]], Iterable[Tuple[str, Union[str, bytes]]]]
 _Body = Union[bytes, bytearray, memoryview, str]
 
@@ -57,9 +67,10 @@ class Event:
     """
 
     kind: _EventKind
-    """``up``, ``down``, ``ejected``, ``returned``, ``retry`` or ``budget_exhausted``."""
+    """``up``, ``down``, ``ejected``, ``returned``, ``retry``, ``budget_exhausted``,
+    ``slow_start_began``, ``slow_start_ended`` or ``site_shares``."""
     endpoint: str
-    """The endpoint URL."""
+    """The endpoint URL (empty for ``site_shares``)."""
     site: Optional[int]
     """The endpoint's site index, when the event carries it."""
     reason: Optional[str]
@@ -68,6 +79,10 @@ class Event:
     """``retry``: the attempt that failed (1 for the first)."""
     downtime: Optional[float]
     """``up``: seconds the endpoint was out of rotation."""
+    window: Optional[float]
+    """``slow_start_began``: seconds over which its share ramps up."""
+    shares: Optional[List[int]]
+    """``site_shares``: the percentage of picks each site gets, in order."""
 
 @final
 class EndpointInfo:
