@@ -109,15 +109,19 @@ impl Events {
 
 // ===== forgiveness =====
 
-/// The issue's scenario: 3 endpoints answering in well under a millisecond, probes off, light
-/// sequential load; one answers once in 50 ms. With the EWMA decay shortened to 2 s, it must be
+/// The issue's scenario: 3 endpoints answering in about 1 ms, probes off, light sequential
+/// load; one answers once in 50 ms. With the EWMA decay shortened to 2 s, it must be
 /// picked again within those 2 s, and over the next 2 s get about its fair third. (Before the
 /// fix its estimate relaxed toward its peers' level and stayed above it: 0 picks here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_off_slow_answer_is_forgiven_within_the_decay() {
     support::trace_init();
     let decay = Duration::from_secs(2);
+    let usual = Behavior::Delay(Duration::from_millis(1));
     let bs = backends("f", 3).await;
+    for b in &bs {
+        b.set_behavior(usual.clone());
+    }
     let c = Client::builder()
         .site(site_of(&bs))
         .health_check(false)
@@ -136,7 +140,7 @@ async fn a_one_off_slow_answer_is_forgiven_within_the_decay() {
             break;
         }
     }
-    bs[0].set_behavior(Behavior::Ok);
+    bs[0].set_behavior(usual);
     assert_eq!(bs[0].hits(), before + 1, "backend 0 never answered slowly");
     let slow_at = Instant::now();
 
@@ -166,8 +170,10 @@ async fn a_one_off_slow_answer_is_forgiven_within_the_decay() {
          picks in the decay period; {:.1} % of {sent2} in the next one",
         share * 100.0
     );
+    // P2C over peak-EWMA estimates is bursty at this request count (three runs: 24 to 41 %):
+    // the band catches starvation and a share that never recovers, not noise.
     assert!(
-        (0.2..0.47).contains(&share),
+        (0.15..0.52).contains(&share),
         "share {:.1} % of {sent2} picks after the decay (fair: 33 %); window 1: {again} of {sent1}",
         share * 100.0
     );
