@@ -9,7 +9,8 @@
 //! All traffic goes to the first site that has an available endpoint; the next site only gets
 //! traffic while every earlier one has none, and traffic returns as soon as an earlier site
 //! recovers. This is sidekick's site failover, unchanged: a second site is typically a replica
-//! cluster in another zone.
+//! cluster in another zone. Graded spill-over (opt-in) shares the traffic between sites by their
+//! health instead (see `spillover`).
 //!
 //! # Cost of a pick
 //!
@@ -59,6 +60,7 @@ use crate::outcome::{Classes, StatusSet};
 use crate::policy;
 use crate::retry::{Budget, Hedging};
 use crate::site::{Member, Site, SiteLink};
+use crate::spillover;
 use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
 
@@ -113,6 +115,8 @@ pub(crate) struct Core {
     /// Live probe tasks, and live DNS tasks (see `Balancer::probe_tasks`).
     pub(crate) probe_tasks: Arc<AtomicUsize>,
     pub(crate) dns_tasks: Arc<AtomicUsize>,
+    /// The sites' shares last announced (percent), with graded spill-over.
+    shares: Mutex<Vec<u32>>,
 }
 
 impl Drop for Core {
@@ -250,12 +254,18 @@ impl Core {
             down_since: 0.into(),
             last_error: Mutex::new(None),
             cancel,
+            joined_late: !site.state.load().endpoints.is_empty(),
         }))
     }
 
-    /// Start the probe task of `ep` (when probes are on); it ends when the endpoint's token is
-    /// cancelled or the balancer is gone, and is counted while it lives.
+    /// Start what a new endpoint needs once it is published: its probe task (counted while it
+    /// lives, ended when the endpoint's token is cancelled or the balancer is gone), or, with
+    /// probes off, the slow start of an endpoint that joined a running site (it is in rotation
+    /// at once).
     pub(crate) fn start_probe(&self, ep: &Arc<Endpoint>) {
+        if self.prober.is_none() && ep.joined_late {
+            self.begin_slow_start(ep);
+        }
         if let Some(prober) = &self.prober {
             let sink: Weak<dyn ProbeSink> = self.me.clone();
             let fut = health::run(
@@ -339,9 +349,11 @@ impl Core {
                 self.start_probe(ep);
             }
         }
+        self.reshare();
     }
 
-    /// Store a new endpoint list for a site and tell `ready()`. Call with the site lock held.
+    /// Store a new endpoint list for a site and tell `ready()`. Call with the site lock held,
+    /// and [`Core::reshare`] once it is released.
     pub(crate) fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
         site.publish(endpoints);
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -359,7 +371,7 @@ impl Core {
     fn republish(&self, site: &Arc<Site>) {
         if site.state.load().endpoints.len() <= REBUILD_INLINE_MAX {
             site.republish();
-            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+            self.notify();
             return;
         }
         if !site.defer() {
@@ -372,7 +384,7 @@ impl Core {
             tokio::time::sleep(REBUILD_SPACING).await;
             if let Some(core) = weak.upgrade() {
                 site.run_deferred();
-                core.changed.send_modify(|v| *v = v.wrapping_add(1));
+                core.notify();
             }
         });
     }
@@ -400,32 +412,92 @@ impl Core {
     pub(crate) fn pick(&self, exclude: &[EndpointId]) -> Result<Lease, Error> {
         // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
-        let ledger = &*self.ledger;
-        for site in self.sites.load().iter() {
-            let st = site.state.load();
-            if st.available.is_empty() {
-                continue;
-            }
-            let seed = site.link.load.seed(&ledger.load_cfg);
-            for _ in 0..4 {
-                let chosen = policy::select(
-                    self.cfg.policy,
-                    &st.available,
-                    &site.rr,
-                    now,
-                    seed,
-                    &ledger.load_cfg,
-                    |e| e.pickable() && !exclude.contains(&e.id),
-                );
-                let Some(i) = chosen else { break };
-                let ep = &st.available[i];
-                if ep.acquire() {
-                    ep.load.start();
-                    return Ok(Lease::new(ep.clone(), now));
-                }
+        let sites = self.sites.load();
+        if self.cfg.site_spillover && sites.len() > 1 {
+            let healths = site_healths(&sites, self.cfg.overprovisioning);
+            let drawn = spillover::draw(healths, crate::random::f64());
+            if let Some(lease) = drawn
+                .and_then(|si| sites.get(si))
+                .and_then(|site| self.pick_in(site, now, exclude))
+            {
+                return Ok(lease);
             }
         }
-        Err(Error::no_endpoint())
+        // All-or-nothing: the first site that has an endpoint to give.
+        sites
+            .iter()
+            .find_map(|site| self.pick_in(site, now, exclude))
+            .ok_or_else(Error::no_endpoint)
+    }
+
+    /// A lease on an endpoint of `site` chosen by the policy, if the site has one to give.
+    fn pick_in(&self, site: &Site, now: u64, exclude: &[EndpointId]) -> Option<Lease> {
+        let ledger = &*self.ledger;
+        let st = site.state.load();
+        if st.available.is_empty() {
+            return None;
+        }
+        let seed = site.link.load.seed(&ledger.load_cfg);
+        for _ in 0..4 {
+            let chosen = policy::select(
+                self.cfg.policy,
+                &st.available,
+                &site.rr,
+                now,
+                seed,
+                &ledger.load_cfg,
+                |e| e.pickable() && !exclude.contains(&e.id),
+            );
+            let i = chosen?;
+            let ep = &st.available[i];
+            if ep.acquire() {
+                ep.load.start();
+                return Some(Lease::new(ep.clone(), now));
+            }
+        }
+        None
+    }
+
+    /// The share of picks each site gets now, in order.
+    pub(crate) fn site_shares(&self) -> Vec<f64> {
+        let sites = self.sites.load();
+        if self.cfg.site_spillover {
+            let healths: Vec<f64> = site_healths(&sites, self.cfg.overprovisioning).collect();
+            spillover::shares(&healths)
+        } else {
+            spillover::all_or_nothing(sites.iter().map(|s| {
+                s.state
+                    .load()
+                    .available
+                    .iter()
+                    .filter(|e| e.pickable())
+                    .count()
+            }))
+        }
+    }
+
+    /// Tell `ready()` that some site's available endpoints changed, and announce the sites'
+    /// new shares (see [`Core::reshare`]). Call without a site lock held.
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        self.reshare();
+    }
+
+    /// With graded spill-over, emit the sites' shares when they changed since last announced.
+    /// Call without a site lock held (the event callback runs here).
+    pub(crate) fn reshare(&self) {
+        if !self.cfg.site_spillover {
+            return;
+        }
+        let now = spillover::percent(&self.site_shares());
+        {
+            let mut last = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == now {
+                return;
+            }
+            last.clone_from(&now);
+        }
+        self.emit(Event::SiteShares { shares: now });
     }
 
     fn any_available(&self) -> bool {
@@ -525,7 +597,18 @@ impl Core {
             u32::from(streak),
             crate::random::f64(),
         );
-        // The task must not keep the balancer alive: it holds only the endpoint and a weak link.
+        self.after(ep, delay, |core, ep| core.trial_due(ep));
+    }
+
+    /// Run `then` after `delay`, unless the endpoint's tasks are cancelled or the balancer is
+    /// gone first. The task must not keep the balancer alive: it holds only the endpoint and a
+    /// weak link.
+    fn after(
+        &self,
+        ep: &Arc<Endpoint>,
+        delay: Duration,
+        then: impl FnOnce(&Core, &Arc<Endpoint>) + Send + 'static,
+    ) {
         let weak = self.me.clone();
         let ep = ep.clone();
         let cancel = ep.cancel.clone();
@@ -534,7 +617,7 @@ impl Core {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(delay) => {
                     if let Some(core) = weak.upgrade() {
-                        core.trial_due(&ep);
+                        then(&core, &ep);
                     }
                 }
             }
@@ -569,6 +652,38 @@ impl Core {
             endpoint: ep.url.clone(),
             site: ep.site_index(),
         });
+        self.begin_slow_start(ep);
+    }
+
+    // ----- slow start -----
+
+    /// Begin the slow start of `ep`, which just came (back) into rotation: its weight ramps up
+    /// over the `slow_start` window (see `load`), and a task ends it with an event. Nothing when
+    /// slow start is off. The membership code calls this for an endpoint it adds with probes
+    /// off (through `start_probe`); with probes on, the first passing probe of an endpoint
+    /// that joined late calls it.
+    pub(crate) fn begin_slow_start(&self, ep: &Arc<Endpoint>) {
+        let Some(window) = self.cfg.slow_start else {
+            return;
+        };
+        let Some(key) = ep.load.begin_ramp(self.now_ns(), &self.ledger.load_cfg) else {
+            return;
+        };
+        self.emit(Event::SlowStartBegan {
+            endpoint: ep.url.clone(),
+            site: ep.site_index(),
+            window,
+        });
+        // The weight reaches 1 by itself at the end of the window; this task only clears the
+        // ramp and says so.
+        self.after(ep, window, move |core, ep| {
+            if ep.load.end_ramp(key) {
+                core.emit(Event::SlowStartEnded {
+                    endpoint: ep.url.clone(),
+                    site: ep.site_index(),
+                });
+            }
+        });
     }
 }
 
@@ -594,6 +709,7 @@ impl ProbeSink for Core {
         let now = self.now_ns();
         let was_ejected;
         let flipped;
+        let came_back;
         {
             let _g = site.lock();
             // Removed while this probe was under way: its verdict no longer matters.
@@ -603,6 +719,13 @@ impl ProbeSink for Core {
             let applied = ep.standing.apply(|s| Some(s.probed(health)));
             was_ejected = applied.is_some_and(|(old, _)| old.ejected);
             flipped = applied.is_some_and(|(old, new)| old.pickable() != new.pickable());
+            // Into rotation after being out of it: down, ejected, or new to a running site
+            // (the endpoints the balancer starts with all get their full share at once).
+            came_back = applied.is_some_and(|(old, new)| {
+                !old.pickable()
+                    && new.pickable()
+                    && (old.health != Health::Unknown || old.ejected || ep.joined_late)
+            });
             if health == Health::Up {
                 ep.load.reset();
             }
@@ -624,6 +747,9 @@ impl ProbeSink for Core {
                     endpoint: ep.url.clone(),
                     site: ep.site_index(),
                 });
+            }
+            if came_back {
+                self.begin_slow_start(ep);
             }
             let since = if downtime_start == u64::MAX {
                 now
@@ -712,6 +838,7 @@ impl AddressSink for Core {
             next.sort_by(|a, b| (a.origin, a.url.as_str()).cmp(&(b.origin, b.url.as_str())));
             self.publish(&site, next);
         }
+        self.reshare();
         tracing::info!(host = %host, addresses = ips.len(), "DNS fan-out updated");
         for ep in &started {
             self.start_probe(ep);
@@ -792,6 +919,9 @@ impl Balancer {
                 decay_ns: cfg.ewma_decay.as_nanos() as f64,
                 default_rtt_ns: cfg.default_rtt.as_nanos() as f64,
                 penalty_ns: cfg.failure_penalty.as_nanos() as f64,
+                slow_start_ns: cfg
+                    .slow_start
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             },
             classes: Classes {
                 failure: StatusSet::new(&cfg.failure_statuses),
@@ -819,6 +949,7 @@ impl Balancer {
             next_id: AtomicU64::new(1),
             probe_tasks: Arc::default(),
             dns_tasks: Arc::default(),
+            shares: Mutex::new(Vec::new()),
         });
         core.populate(targets);
         Ok(Balancer { core })
@@ -890,6 +1021,13 @@ impl Balancer {
         out
     }
 
+    /// The share of picks each site gets now, in site order, from 0.0 to 1.0: all to the first
+    /// site with an available endpoint, or with [`Builder::site_spillover`](crate::Builder::site_spillover)
+    /// the graded shares. All 0 when nothing is available.
+    pub fn site_shares(&self) -> Vec<f64> {
+        self.core.site_shares()
+    }
+
     /// The number of sites.
     pub fn site_count(&self) -> usize {
         self.core.sites.load().len()
@@ -912,4 +1050,12 @@ impl Balancer {
     pub fn host_policy(&self) -> HostPolicy {
         self.core.cfg.host_policy
     }
+}
+
+/// Each site's health for graded spill-over, in order (see `spillover`).
+fn site_healths(sites: &[Arc<Site>], factor: f64) -> impl Iterator<Item = f64> + Clone + '_ {
+    sites.iter().map(move |site| {
+        let st = site.state.load();
+        spillover::health(st.available.len(), st.endpoints.len(), factor)
+    })
 }

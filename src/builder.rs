@@ -240,7 +240,9 @@ impl Builder {
         self
     }
 
-    /// Time constant of the latency EWMA. Default is 10 s.
+    /// Time constant of the latency EWMA. An endpoint left idle after a slow answer or a
+    /// failure has its estimate relaxed toward half the site's typical latency eight times as
+    /// fast, so it is tried again within this period (see the `load` module). Default is 10 s.
     pub fn ewma_decay(mut self, decay: Duration) -> Self {
         self.cfg.ewma_decay = decay;
         self
@@ -367,6 +369,39 @@ impl Builder {
     /// than once a second. Default is 30 s.
     pub fn dns_refresh(mut self, every: Duration) -> Self {
         self.cfg.dns_refresh = every;
+        self
+    }
+
+    /// Slow start: an endpoint that comes back into rotation (a passing probe after being down,
+    /// the end of an ejection, or added to a site that was already running) gets a share of
+    /// picks that ramps linearly from 10 % to its full share over `window`, so a backend with a
+    /// cold cache is not flooded at once. Endpoints present when the balancer starts get their
+    /// full share from the first probe. Events: [`Event::SlowStartBegan`] and
+    /// [`Event::SlowStartEnded`]. `None` turns it off. Default is off (sidekick has none).
+    pub fn slow_start(mut self, window: impl Into<Option<Duration>>) -> Self {
+        self.cfg.slow_start = window.into();
+        self
+    }
+
+    /// Graded spill-over between sites (Envoy's priority levels), instead of all-or-nothing
+    /// failover. Each site's health is its available endpoints ÷ its endpoints ×
+    /// [`overprovisioning`](Builder::overprovisioning), capped at 100 %; the first site takes
+    /// that share of the traffic, the next takes its health of what is left, and so on (shares
+    /// are scaled up when all the sites together are under 100 %). A pick draws the site by
+    /// these shares, then the endpoint within it. So a site of 4 down to 1 keeps 35 % and
+    /// spills 65 % to the next site, rather than sending everything to its survivor. Event:
+    /// [`Event::SiteShares`] when the shares change. Default is off: traffic goes to the first
+    /// site with an available endpoint (sidekick's failover).
+    pub fn site_spillover(mut self, enabled: bool) -> Self {
+        self.cfg.site_spillover = enabled;
+        self
+    }
+
+    /// With [`site_spillover`](Builder::site_spillover), the factor a site's healthy share is
+    /// multiplied by: at 1.4 a site keeps all its traffic while at least 1/1.4 ≈ 72 % of its
+    /// endpoints are available. Within 0.0 (excluded) and 100.0. Default is 1.4.
+    pub fn overprovisioning(mut self, factor: f64) -> Self {
+        self.cfg.overprovisioning = factor;
         self
     }
 

@@ -48,6 +48,10 @@ pub(crate) struct Config {
     pub(crate) pool_max_idle_per_host: usize,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    // Selection: slow start and graded spill-over between sites.
+    pub(crate) slow_start: Option<Duration>,
+    pub(crate) site_spillover: bool,
+    pub(crate) overprovisioning: f64,
 }
 
 impl Default for Config {
@@ -71,6 +75,9 @@ impl Default for Config {
             pool_max_idle_per_host: 1024,
             #[cfg(feature = "tls")]
             tls: None,
+            slow_start: None,
+            site_spillover: false,
+            overprovisioning: 1.4,
         }
     }
 }
@@ -167,6 +174,15 @@ impl Config {
         status_list("eject_statuses", &c.eject.statuses)?;
         status_list("failure_statuses", &c.failure_statuses)?;
         status_list("retry_statuses", &c.retry.statuses)?;
+        if let Some(t) = c.slow_start {
+            positive("slow_start", t)?;
+        }
+        if !(c.overprovisioning > 0.0 && c.overprovisioning <= 100.0) {
+            return Err(Error::config(format!(
+                "overprovisioning must be greater than 0.0 and at most 100.0, got {}",
+                c.overprovisioning
+            )));
+        }
         Ok(())
     }
 }

@@ -83,6 +83,9 @@ pub struct EndpointInfo {
     pub ejections: u64,
     /// The last probe or request error, if any.
     pub last_error: Option<String>,
+    /// Its weight in selection, 1.0 but during a slow start, when it ramps from 0.1 to 1.0
+    /// (see [`Builder::slow_start`](crate::Builder::slow_start)).
+    pub weight: f64,
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +147,9 @@ pub(crate) struct Endpoint {
     /// Cancelled when the endpoint leaves its site (or the balancer is dropped): ends its probe
     /// task and trial timer.
     pub(crate) cancel: CancellationToken,
+    /// Added to a site that already had endpoints (membership change, DNS): its first entry
+    /// into rotation begins a slow start, like a return.
+    pub(crate) joined_late: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -227,12 +233,13 @@ impl Endpoint {
             return;
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let seed = self.site.load.seed(&ledger.load_cfg);
         if signal.failed() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             let penalty = latency_ns.max(ledger.load_cfg.penalty_ns);
-            self.load.observe(penalty, now, &ledger.load_cfg);
+            self.load.observe(penalty, now, seed, &ledger.load_cfg);
         } else {
-            self.load.observe(latency_ns, now, &ledger.load_cfg);
+            self.load.observe(latency_ns, now, seed, &ledger.load_cfg);
             self.site.load.observe(latency_ns, now, &ledger.load_cfg);
         }
         if let Some(step) = step {
@@ -247,7 +254,9 @@ impl Endpoint {
     /// latency (see [`Lease::finish_outrun`](crate::Lease)).
     pub(crate) fn finish_outrun(self: &Arc<Self>, latency_ns: f64, now: u64) {
         self.finish(Outcome::Cancelled, latency_ns, now);
-        self.load.observe(latency_ns, now, &self.ledger.load_cfg);
+        let cfg = &self.ledger.load_cfg;
+        self.load
+            .observe(latency_ns, now, self.site.load.seed(cfg), cfg);
     }
 
     pub(crate) fn set_last_error(&self, msg: String) {
@@ -272,6 +281,7 @@ impl Endpoint {
             failures: self.stats.failures.load(Ordering::Relaxed),
             ejections: self.stats.ejections.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+            weight: self.load.weight(now_ns, cfg),
         }
     }
 }

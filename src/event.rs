@@ -92,6 +92,30 @@ pub enum Event {
         /// The endpoint of the hedge that answered.
         endpoint: String,
     },
+    /// An endpoint that came back (up again, out of ejection, or added) begins its slow start:
+    /// its share of picks ramps up over `window` (see `Builder::slow_start`).
+    SlowStartBegan {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index.
+        site: usize,
+        /// How long the ramp lasts.
+        window: Duration,
+    },
+    /// The endpoint's slow start is over: it gets its full share.
+    SlowStartEnded {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Site index.
+        site: usize,
+    },
+    /// With graded spill-over (`Builder::site_spillover`), the share of traffic each site gets
+    /// changed.
+    SiteShares {
+        /// Per site, in order, the percentage of picks it gets (they add up to 100, or are all
+        /// 0 when no site has an available endpoint).
+        shares: Vec<u32>,
+    },
 }
 
 /// The callback set with `Builder::on_event`.
@@ -145,6 +169,19 @@ pub(crate) fn emit(callback: Option<&EventFn>, ev: Event) {
         }
         Event::Removed { endpoint, site } => {
             tracing::info!(endpoint = %endpoint, site = site + 1, "endpoint removed")
+        }
+        Event::SlowStartBegan {
+            endpoint,
+            site,
+            window,
+        } => {
+            tracing::info!(endpoint = %endpoint, site = site + 1, ?window, "slow start began")
+        }
+        Event::SlowStartEnded { endpoint, site } => {
+            tracing::info!(endpoint = %endpoint, site = site + 1, "slow start ended")
+        }
+        Event::SiteShares { shares } => {
+            tracing::info!(?shares, "site shares changed (percent per site)")
         }
     }
     if let Some(f) = callback {

@@ -62,6 +62,7 @@ mod random;
 mod resume;
 pub mod retry;
 pub mod site;
+mod spillover;
 mod target;
 mod transport;
 

@@ -1,4 +1,5 @@
-//! The load score of an endpoint: a peak-EWMA latency estimate times the requests in flight.
+//! The load score of an endpoint: a peak-EWMA latency estimate times the requests in flight,
+//! and the weight of an endpoint in slow start.
 //!
 //! - the latency estimate is a *peak* EWMA: a sample above the estimate replaces it at once (slow
 //!   endpoints are noticed on the first slow answer), a lower sample is blended in with a weight that
@@ -7,10 +8,38 @@
 //! - failures (connect errors, timeouts, `5xx`/`429` answers) are recorded as a *penalty* latency
 //!   (default 1 s) instead of their real, often tiny, duration, so a backend that fails fast never
 //!   looks cheapest — a black hole that plain peak-EWMA would create;
-//! - between samples the estimate relaxes toward the site's typical latency, so a penalised endpoint
-//!   is tried again after a while instead of being starved forever;
 //! - an endpoint never measured is seeded with the site's typical latency (or `default_rtt` when the
 //!   site has no sample yet): not zero, which would flood it, nor huge, which would starve it.
+//!
+//! # Forgiveness: what an estimate does while nobody asks
+//!
+//! An endpoint whose estimate is high is not picked, so it gets no sample that could lower the
+//! estimate: whatever the estimate does *between* samples decides whether a one-off slow answer
+//! is forgiven. Relaxing toward the site's typical latency (where the busy peers already sit)
+//! is not enough: the idle endpoint approaches its peers from above and never looks cheaper —
+//! 3 endpoints at ~1 ms, one answering once in 50 ms, got 0 of ~50,000 sequential picks over a
+//! minute (it would take `decay × ln(4900)` ≈ 85 s to come within the 1 % tie of its peers).
+//!
+//! So between samples the estimate relaxes toward **half** the site's typical latency, with a
+//! time constant of **`decay / 8`** (1.25 s by default). Half the typical is below the busy
+//! peers, so an idle endpoint's score crosses theirs after a bounded time,
+//! `decay / 8 × ln(2 × peak / typical − 1)`: 5.7 s for a 50× peak, 9.5 s for a 1 s failure
+//! penalty among 1 ms peers (within the 10 s decay), after which one request measures it again.
+//! The first sample then blends from the relaxed value (not the stale peak): a healthy answer
+//! puts it back level with its peers and it gets its fair share at once; a still-slow one is
+//! taken at its peak again and the endpoint waits another such period — so a backend that stays
+//! slow or failing costs one request per period, not a share of the traffic. The floor is half
+//! the typical and not zero so that the in-flight factor still counts: a backend that hangs is
+//! never scored below half its peers per request in flight, and requests do not pile up on it.
+//! Busy endpoints, sampled every few milliseconds, drift by a fraction of a percent between
+//! samples; the estimate of the typical endpoint is unchanged. (Finagle and tower relax toward
+//! zero with the decay's own time constant: 39 s for the 50× peak, and hanging backends pile up.)
+//!
+//! # Slow start
+//!
+//! An endpoint that comes back (out of ejection, back up, or newly added) may be given a weight
+//! that ramps linearly from 10 % to 100 % over the `slow_start` window (off by default); the
+//! selection (`policy`) turns a weight below 1 into a proportionally smaller share of picks.
 //!
 //! Everything is an atomic: recording a sample and reading a score take no lock.
 
@@ -25,6 +54,8 @@ pub(crate) struct LoadConfig {
     pub(crate) default_rtt_ns: f64,
     /// Latency recorded for a failure, in nanoseconds.
     pub(crate) penalty_ns: f64,
+    /// Length of the slow-start ramp, in nanoseconds; 0: no slow start.
+    pub(crate) slow_start_ns: u64,
 }
 
 /// `e^-x` for `x >= 0`, cheap enough for the pick path. Accurate to well under 1 % — the
@@ -48,6 +79,15 @@ fn decay_weight(elapsed_ns: f64, decay_ns: f64) -> f64 {
 /// The least weight a new, lower sample gets in the peak-EWMA.
 const MIN_SAMPLE_WEIGHT: f64 = 0.1;
 
+/// Between samples an estimate relaxes with a time constant of `decay / RELAX_SPEEDUP`...
+const RELAX_SPEEDUP: f64 = 8.0;
+
+/// ... toward this share of the site's typical latency (see the module docs).
+const RELAX_FLOOR: f64 = 0.5;
+
+/// The weight an endpoint has when its slow start begins.
+pub(crate) const MIN_RAMP_WEIGHT: f64 = 0.1;
+
 /// Lock-free peak-EWMA latency estimate plus an in-flight counter for one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Load {
@@ -57,6 +97,8 @@ pub(crate) struct Load {
     /// Nanoseconds since the balancer's epoch of the last sample.
     stamp: AtomicU64,
     measured: AtomicBool,
+    /// Start of the slow-start ramp plus one (ns since the balancer's epoch); 0: no ramp.
+    ramp: AtomicU64,
 }
 
 impl Load {
@@ -74,7 +116,8 @@ impl Load {
         debug_assert!(prev > 0, "in-flight count underflow");
     }
 
-    /// The latency estimate at `now_ns`, relaxed toward `seed_ns` since the last sample.
+    /// The latency estimate at `now_ns`: the last one, relaxed since its sample toward half the
+    /// site's typical latency `seed_ns` (see the module docs).
     #[inline]
     pub(crate) fn estimate(&self, now_ns: u64, seed_ns: f64, cfg: &LoadConfig) -> f64 {
         if !self.measured.load(Ordering::Relaxed) {
@@ -82,8 +125,7 @@ impl Load {
         }
         let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
         let stamp = self.stamp.load(Ordering::Relaxed);
-        let w = decay_weight(now_ns.saturating_sub(stamp) as f64, cfg.decay_ns);
-        seed_ns + (ewma - seed_ns) * w
+        relax(ewma, now_ns.saturating_sub(stamp), seed_ns, cfg)
     }
 
     /// The P2C score: estimate × (in-flight + 1).
@@ -92,12 +134,13 @@ impl Load {
         self.estimate(now_ns, seed_ns, cfg) * (f64::from(self.inflight()) + 1.0)
     }
 
-    /// Record one latency sample (peak-sensitive).
-    pub(crate) fn observe(&self, rtt_ns: f64, now_ns: u64, cfg: &LoadConfig) {
+    /// Record one latency sample (peak-sensitive). A lower sample is blended with the estimate
+    /// as relaxed at `now_ns` (what picks saw), not with the last sample's stale value.
+    pub(crate) fn observe(&self, rtt_ns: f64, now_ns: u64, seed_ns: f64, cfg: &LoadConfig) {
         let rtt_ns = rtt_ns.max(1.0);
         let next = if self.measured.load(Ordering::Relaxed) {
-            let prev = f64::from_bits(self.ewma.load(Ordering::Relaxed));
             let stamp = self.stamp.load(Ordering::Relaxed);
+            let prev = self.estimate(now_ns, seed_ns, cfg);
             if rtt_ns > prev {
                 rtt_ns
             } else {
@@ -126,13 +169,65 @@ impl Load {
     pub(crate) fn reset(&self) {
         self.measured.store(false, Ordering::Relaxed);
     }
+
+    /// Begin a slow-start ramp at `now_ns` (restarting one under way). Returns the ramp's key
+    /// for [`Load::end_ramp`], or `None` when slow start is off.
+    pub(crate) fn begin_ramp(&self, now_ns: u64, cfg: &LoadConfig) -> Option<u64> {
+        if cfg.slow_start_ns == 0 {
+            return None;
+        }
+        let key = now_ns.saturating_add(1);
+        self.ramp.store(key, Ordering::Relaxed);
+        Some(key)
+    }
+
+    /// End the ramp begun with `key`; false when another ramp replaced it or none is running.
+    pub(crate) fn end_ramp(&self, key: u64) -> bool {
+        self.ramp
+            .compare_exchange(key, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// True while a slow-start ramp is running (begun and not ended).
+    #[cfg(test)]
+    pub(crate) fn in_ramp(&self) -> bool {
+        self.ramp.load(Ordering::Relaxed) != 0
+    }
+
+    /// The endpoint's weight at `now_ns`: 1 outside slow start, else rising linearly from
+    /// [`MIN_RAMP_WEIGHT`] to 1 over the window.
+    #[inline]
+    pub(crate) fn weight(&self, now_ns: u64, cfg: &LoadConfig) -> f64 {
+        let key = self.ramp.load(Ordering::Relaxed);
+        if key == 0 || cfg.slow_start_ns == 0 {
+            return 1.0;
+        }
+        ramp_weight(now_ns.saturating_sub(key - 1), cfg.slow_start_ns)
+    }
+}
+
+/// `ewma` recorded `elapsed_ns` ago, relaxed toward `RELAX_FLOOR × seed_ns`.
+#[inline]
+fn relax(ewma: f64, elapsed_ns: u64, seed_ns: f64, cfg: &LoadConfig) -> f64 {
+    let floor = seed_ns * RELAX_FLOOR;
+    let w = decay_weight(elapsed_ns as f64, cfg.decay_ns / RELAX_SPEEDUP);
+    floor + (ewma - floor) * w
+}
+
+/// The slow-start weight `elapsed_ns` into a ramp of `window_ns` (> 0).
+#[inline]
+pub(crate) fn ramp_weight(elapsed_ns: u64, window_ns: u64) -> f64 {
+    if elapsed_ns >= window_ns {
+        return 1.0;
+    }
+    MIN_RAMP_WEIGHT + (1.0 - MIN_RAMP_WEIGHT) * (elapsed_ns as f64 / window_ns as f64)
 }
 
 /// The site average takes at most one sample per this many nanoseconds.
 const SITE_SAMPLE_NS: u64 = 1_000_000;
 
 /// The typical latency of a site: a plain EWMA of its successful samples, used to seed unmeasured
-/// endpoints and as the level penalised estimates relax toward.
+/// endpoints and to set the level idle estimates relax toward (half of it).
 #[derive(Debug, Default)]
 pub(crate) struct SiteLoad {
     ewma: AtomicU64,
@@ -185,6 +280,7 @@ mod tests {
             decay_ns: 10_000.0 * MS,
             default_rtt_ns: 10.0 * MS,
             penalty_ns: 1_000.0 * MS,
+            slow_start_ns: 0,
         }
     }
 
@@ -192,38 +288,82 @@ mod tests {
     fn peak_is_taken_at_once_and_low_samples_blend() {
         let l = Load::default();
         let c = cfg();
-        l.observe(10.0 * MS, 0, &c);
-        l.observe(100.0 * MS, 1, &c);
-        assert_eq!(l.estimate(1, 0.0, &c), 100.0 * MS);
-        // One decay period later a 10 ms sample moves the estimate about 63 % of the way down.
-        let t = (10_000.0 * MS) as u64;
-        l.observe(10.0 * MS, t, &c);
+        l.observe(10.0 * MS, 0, 0.0, &c);
+        l.observe(100.0 * MS, 1, 0.0, &c);
+        assert!((l.estimate(1, 0.0, &c) - 100.0 * MS).abs() < 0.001 * MS);
+        // A tenth of a decay period later (the idle estimate has relaxed 1 - e^-0.8 of the way
+        // toward the floor, 0 here), a 10 ms sample is blended in with the least weight, 10 %.
+        let t = (1_000.0 * MS) as u64;
+        let relaxed = 100.0 * MS * (-0.8f64).exp();
+        l.observe(10.0 * MS, t, 0.0, &c);
         let e = f64::from_bits(l.ewma.load(Ordering::Relaxed));
-        assert!((e - (10.0 + 90.0 * (-1f64).exp()) * MS).abs() < MS, "{e}");
+        let w = (-0.1f64).exp().min(1.0 - MIN_SAMPLE_WEIGHT);
+        let want = relaxed * w + 10.0 * MS * (1.0 - w);
+        assert!((e - want).abs() < 0.01 * MS, "{e} {want}");
     }
 
     #[test]
     fn a_one_off_peak_fades_under_steady_traffic() {
         let l = Load::default();
         let c = cfg();
-        l.observe(5.0 * MS, 0, &c); // first request: connection setup
+        l.observe(5.0 * MS, 0, 0.5 * MS, &c); // first request: connection setup
         for i in 1..=40u64 {
-            l.observe(0.5 * MS, i * 1_000, &c); // 40 fast answers within 40 µs
+            l.observe(0.5 * MS, i * 1_000, 0.5 * MS, &c); // 40 fast answers within 40 µs
         }
         let e = f64::from_bits(l.ewma.load(Ordering::Relaxed));
         assert!(e < 0.6 * MS, "peak still pins the estimate: {e}");
     }
 
     #[test]
-    fn estimate_relaxes_toward_seed() {
+    fn an_idle_estimate_relaxes_below_the_typical_within_the_decay() {
         let l = Load::default();
         let c = cfg();
-        l.observe(1_000.0 * MS, 0, &c);
-        let seed = 5.0 * MS;
-        let early = l.estimate(1, seed, &c);
-        let late = l.estimate((1_000_000.0 * MS) as u64, seed, &c);
-        assert!(early > 900.0 * MS);
-        assert!((late - seed).abs() < 0.01 * MS);
+        let typical = 1.0 * MS;
+        l.observe(50.0 * MS, 0, typical, &c);
+        assert!(l.estimate(1, typical, &c) > 49.9 * MS);
+        // decay/8 × ln(2 × 50 - 1) = 5.74 s: level with the typical endpoint...
+        let cross = (1_250.0 * MS * 99f64.ln()) as u64;
+        let at = l.estimate(cross, typical, &c);
+        assert!((at - typical).abs() < 0.001 * MS, "{at}");
+        // ... and below it (cheaper, so picked) before the decay period is over.
+        assert!(l.estimate((10_000.0 * MS) as u64, typical, &c) < 0.6 * typical);
+        // Long idle: at the floor, half the typical.
+        let late = l.estimate((1_000_000.0 * MS) as u64, typical, &c);
+        assert!((late - 0.5 * typical).abs() < 0.001 * MS, "{late}");
+    }
+
+    #[test]
+    fn the_first_healthy_sample_after_forgiveness_is_taken_as_is() {
+        let l = Load::default();
+        let c = cfg();
+        let typical = 1.0 * MS;
+        l.observe(50.0 * MS, 0, typical, &c);
+        // Picked again once relaxed below its peers: the 1 ms answer is above the relaxed
+        // estimate, so it replaces it (peak rule) instead of blending with the stale 50 ms.
+        let t = (8_000.0 * MS) as u64;
+        l.observe(1.0 * MS, t, typical, &c);
+        assert!((l.estimate(t, typical, &c) - typical).abs() < 0.001 * MS);
+    }
+
+    #[test]
+    fn ramp_rises_linearly_from_its_floor_and_ends() {
+        let l = Load::default();
+        let mut c = cfg();
+        assert_eq!(l.begin_ramp(5, &c), None, "slow start off");
+        assert_eq!(l.weight(5, &c), 1.0);
+        c.slow_start_ns = 1_000;
+        let key = l.begin_ramp(100, &c).expect("on");
+        assert!(l.in_ramp());
+        assert!((l.weight(100, &c) - MIN_RAMP_WEIGHT).abs() < 1e-9);
+        assert!((l.weight(600, &c) - 0.55).abs() < 1e-9);
+        assert_eq!(l.weight(1_100, &c), 1.0);
+        assert_eq!(l.weight(50, &c), MIN_RAMP_WEIGHT, "clock before the start");
+        // A newer ramp is not ended by the older one's key.
+        let newer = l.begin_ramp(200, &c).expect("on");
+        assert!(!l.end_ramp(key));
+        assert!(l.end_ramp(newer));
+        assert!(!l.in_ramp());
+        assert_eq!(l.weight(300, &c), 1.0);
     }
 
     #[test]

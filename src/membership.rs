@@ -210,10 +210,11 @@ impl Core {
             }
         }
         for ep in &fresh {
-            // Slow start (issue 11 item 3) begins here for a newly added endpoint, once the
-            // endpoint carries a ramp: this is the call site for that hook.
+            // An endpoint added to a running site is `joined_late`: with probes off its slow
+            // start begins here, with probes on at its first passing probe.
             self.start_probe(ep);
         }
+        self.reshare();
         let index = site.link.index();
         let changes = Changes {
             added: added_urls.len(),
@@ -275,6 +276,7 @@ impl Core {
                 .map(|m| shown_url(&m.target))
                 .collect()
         };
+        self.reshare();
         let changes = Changes {
             removed: removed.len(),
             ..Changes::default()

@@ -740,6 +740,30 @@ static TABLE: &[OptionInfo] = &[
         |c| Value::Int(u64::from(c.retry.hedge.max)),
         |c, v| c.retry.hedge.max = count(&v)
     ),
+    // Selection: slow start and graded spill-over (keep these together).
+    row!(
+        "slow_start",
+        OptionalDuration,
+        "Ramp the share of an endpoint that comes back from 10 % to full over this window; \
+         none: no slow start.",
+        |c| opt_duration_value(c.slow_start),
+        |c, v| c.slow_start = optional_duration(&v)
+    ),
+    row!(
+        "site_spillover",
+        Bool,
+        "Graded spill-over between sites: a site gets its healthy share × overprovisioning, \
+         the rest spills to the next; off: all-or-nothing failover.",
+        |c| Value::Bool(c.site_spillover),
+        |c, v| c.site_spillover = v == Value::Bool(true)
+    ),
+    row!(
+        "overprovisioning",
+        Number,
+        "With site_spillover: the factor a site's healthy share is multiplied by.",
+        |c| Value::Number(c.overprovisioning),
+        |c, v| c.overprovisioning = number(&v)
+    ),
 ];
 
 #[cfg(test)]

@@ -16,8 +16,9 @@
 //! - failures (connect errors, timeouts, `5xx`/`429` answers) are recorded as a *penalty* latency
 //!   (default 1 s) instead of their real, often tiny, duration, so a backend that fails fast never
 //!   looks cheapest — a black hole that plain peak-EWMA would create;
-//! - between samples the estimate relaxes toward the site's typical latency, so a penalised endpoint
-//!   is tried again after a while instead of being starved forever;
+//! - between samples the estimate relaxes toward half the site's typical latency, with a time
+//!   constant of `decay / 8`, so an endpoint penalised by a one-off slow answer or a failure is
+//!   tried again within the decay period instead of being starved (see `load`'s module docs);
 //! - an endpoint never measured is seeded with the site's typical latency (or `default_rtt` when the
 //!   site has no sample yet): not zero, which would flood it, nor huge, which would starve it.
 //!
@@ -87,8 +88,36 @@ pub(crate) trait Candidate {
 /// Pick an index into `list` with `policy`. `list` holds the site's available endpoints; entries
 /// may have become ineligible since the list was built, or be excluded by the caller, so every
 /// policy re-checks eligibility and falls back to a scan when its O(1) draws all miss.
+///
+/// An endpoint in slow start, with a weight `w` below 1, keeps the policy's choice only with
+/// probability `w`; otherwise the policy chooses again among the others (and the first choice
+/// stands when there is no other). Its share of picks is so `w` times what it would be, whatever
+/// the policy, at the cost of one atomic read per pick when no endpoint is in slow start.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn select<C: Candidate>(
+    policy: Policy,
+    list: &[C],
+    rr: &AtomicUsize,
+    now_ns: u64,
+    seed_ns: f64,
+    cfg: &LoadConfig,
+    eligible: impl Fn(&C) -> bool,
+) -> Option<usize> {
+    let first = select_once(policy, list, rr, now_ns, seed_ns, cfg, &eligible)?;
+    let w = list[first].load().weight(now_ns, cfg);
+    if w >= 1.0 || crate::random::f64() < w {
+        return Some(first);
+    }
+    let chosen = &list[first];
+    let other = select_once(policy, list, rr, now_ns, seed_ns, cfg, |c: &C| {
+        !std::ptr::eq(c, chosen) && eligible(c)
+    });
+    Some(other.unwrap_or(first))
+}
+
+/// One choice of `policy`, weights aside (see [`select`]).
+#[allow(clippy::too_many_arguments)]
+fn select_once<C: Candidate>(
     policy: Policy,
     list: &[C],
     rr: &AtomicUsize,
@@ -209,6 +238,7 @@ mod tests {
             decay_ns: 10_000.0 * MS,
             default_rtt_ns: 10.0 * MS,
             penalty_ns: 1_000.0 * MS,
+            slow_start_ns: 0,
         }
     }
 
@@ -246,8 +276,8 @@ mod tests {
     fn p2c_never_picks_the_worst_of_two() {
         let c = cfg();
         let list = cands(2);
-        list[0].load.observe(100.0 * MS, 0, &c);
-        list[1].load.observe(1.0 * MS, 0, &c);
+        list[0].load.observe(100.0 * MS, 0, MS, &c);
+        list[1].load.observe(1.0 * MS, 0, MS, &c);
         let rr = AtomicUsize::new(0);
         for _ in 0..200 {
             assert_eq!(select(Policy::PeakEwma, &list, &rr, 0, MS, &c, ok), Some(1));
@@ -316,5 +346,40 @@ mod tests {
             .map(|_| select(Policy::RoundRobin, &list, &rr, 0, MS, &c, ok).unwrap())
             .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn an_endpoint_in_slow_start_gets_its_weight_times_its_share() {
+        let mut c = cfg();
+        c.slow_start_ns = 1_000;
+        let list = cands(4);
+        // Weight 0.1 + 0.9 × 0.5 = 0.55 at the middle of the ramp.
+        list[0].load.begin_ramp(0, &c).expect("on");
+        let rr = AtomicUsize::new(0);
+        for p in [Policy::PeakEwma, Policy::Random, Policy::RoundRobin] {
+            let mut counts = [0u32; 4];
+            for _ in 0..20_000 {
+                counts[select(p, &list, &rr, 500, MS, &c, ok).unwrap()] += 1;
+            }
+            // Fair share 5000: 0.55 × 5000 = 2750 expected for the ramping one (round-robin, whose
+            // second choice moves its counter on, gives it about 3100).
+            assert!((2_400..3_300).contains(&counts[0]), "{p}: {counts:?}");
+            // After the window it is back to its fair share.
+            let mut after = 0u32;
+            for _ in 0..20_000 {
+                after += u32::from(select(p, &list, &rr, 2_000, MS, &c, ok).unwrap() == 0);
+            }
+            assert!((4_500..5_500).contains(&after), "{p}: {after}");
+        }
+        // Alone (or the only eligible one), it is still chosen.
+        let one = cands(2);
+        one[0].load.begin_ramp(0, &c).expect("on");
+        let only0 = |x: &C| std::ptr::eq(x, &one[0]);
+        for _ in 0..100 {
+            assert_eq!(
+                select(Policy::PeakEwma, &one, &rr, 0, MS, &c, only0),
+                Some(0)
+            );
+        }
     }
 }

@@ -974,3 +974,63 @@ async fn tls_get_insecure(addr: SocketAddr, path: &str) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `--site-spillover`: site 1 at 1 of 4 healthy keeps 35 % of the requests and spills the rest
+/// to site 2; the shares are exported as `sidekick_site_share_percent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_spillover_flag_shares_a_degraded_site() {
+    let mut s1 = Vec::new();
+    let mut s2 = Vec::new();
+    for i in 0..4 {
+        s1.push(Backend::start(&format!("a{i}"), Behavior::Ok).await);
+        s2.push(Backend::start(&format!("b{i}"), Behavior::Ok).await);
+    }
+    for b in &s1[1..] {
+        b.set_health_status(503);
+    }
+    let site = |bs: &[Backend]| bs.iter().map(|b| b.url()).collect::<Vec<_>>().join(",");
+    let (sidecar, _) = sc::start(&sc::flags(
+        &["--site-spillover", "--slow-start", "1s"],
+        &[site(&s1), site(&s2)],
+    ))
+    .await;
+    // Bounded wait for the verdicts: 3 down in site 1, everything else up.
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sidecar
+        .balancer()
+        .endpoints()
+        .iter()
+        .filter(|e| e.state == sidekick::EndpointState::Up)
+        .count()
+        != 5
+    {
+        assert!(tokio::time::Instant::now() < end, "verdicts never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sidecar.balancer().option("slow_start").unwrap().to_string(),
+        "1s"
+    );
+    let addr = sidecar.local_addr();
+    for _ in 0..400 {
+        let (status, _, _) = get(addr, "/obj").await;
+        assert_eq!(status, 200);
+    }
+    let n1: u64 = s1.iter().map(|b| b.hits()).sum();
+    let n2: u64 = s2.iter().map(|b| b.hits()).sum();
+    let share1 = n1 as f64 / (n1 + n2) as f64;
+    // 140 expected of 400; 0.25-0.45 is over 4 standard deviations either side.
+    assert!(
+        (0.25..0.45).contains(&share1),
+        "site 1 got {n1} of {} requests (35 % expected)",
+        n1 + n2
+    );
+    let (_, _, body) = get(addr, "/.prometheus/metrics").await;
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("sidekick_site_share_percent{site=\"1\"} 35\n")
+            && text.contains("sidekick_site_share_percent{site=\"2\"} 65\n"),
+        "{text}"
+    );
+    sidecar.shutdown().await;
+}

@@ -110,6 +110,18 @@ fn every_flag_every_spelling() {
             c.dns_ttl == Duration::from_secs(30)
         }),
         (vec!["--rr-dns-mode"], |c| c.rr_dns_mode),
+        (vec!["--slow-start", "30s"], |c| {
+            c.slow_start == Some(Duration::from_secs(30))
+        }),
+        (vec!["--slow-start=1m30s"], |c| {
+            c.slow_start == Some(Duration::from_secs(90))
+        }),
+        (vec!["--site-spillover"], |c| {
+            c.site_spillover && c.overprovisioning == 1.4
+        }),
+        (vec!["--site-spillover", "--overprovisioning", "2"], |c| {
+            c.site_spillover && c.overprovisioning == 2.0
+        }),
         (vec!["--health-optimistic"], |c| c.health_optimistic),
         (vec!["--auto-tls-host", "localhost,127.0.0.1"], |c| {
             c.auto_tls_host == "localhost,127.0.0.1"
@@ -146,6 +158,9 @@ fn defaults_are_sidekicks() {
     assert_eq!(c.read_health_path, "");
     assert_eq!(c.health_port, 0);
     assert_eq!(c.health_duration, Duration::from_secs(5));
+    // Ours, off by default: sidekick has neither slow start nor graded spill-over.
+    assert_eq!(c.slow_start, None);
+    assert!(!c.site_spillover);
     assert_eq!(c.health_timeout, Duration::from_secs(10));
     assert_eq!(c.trace, "all");
     assert!(!c.trace_set);
@@ -218,6 +233,9 @@ fn help_version_and_no_site() {
         "--dns-ttl",
         "--rr-dns-mode",
         "--health-optimistic",
+        "--slow-start",
+        "--site-spillover",
+        "--overprovisioning",
         "--auto-tls-host",
         "--help",
         "--version",
@@ -260,6 +278,21 @@ fn usage_errors_name_the_flag_and_value() {
             vec!["--dns-ttl", "ten", SITE],
             "--dns-ttl",
             "invalid value \"ten\"",
+        ),
+        (
+            vec!["--slow-start", "0s", SITE],
+            "--slow-start",
+            "greater than zero",
+        ),
+        (
+            vec!["--overprovisioning", "lots", SITE],
+            "--overprovisioning",
+            "invalid value \"lots\"",
+        ),
+        (
+            vec!["--overprovisioning=0", SITE],
+            "--overprovisioning",
+            "above 0",
         ),
         (
             vec!["--health-port", "65536", SITE],

@@ -892,8 +892,9 @@ impl PyEndpointInfo {
 /// A state change or a retry, given to the `on_event` callback.
 #[pyclass(name = "Event", module = "sidekick", frozen, get_all)]
 pub(crate) struct PyEvent {
-    /// `up`, `down`, `ejected`, `returned`, `retry`, `budget_exhausted`, `hedge_sent` or
-    /// `hedge_won`.
+    /// `up`, `down`, `ejected`, `returned`, `retry`, `budget_exhausted`, `hedge_sent`,
+    /// `hedge_won`, `added`, `removed`, `slow_start_began`, `slow_start_ended` or `site_shares`
+    /// (the endpoint is empty for `site_shares`).
     kind: &'static str,
     /// The endpoint URL.
     endpoint: String,
@@ -906,6 +907,10 @@ pub(crate) struct PyEvent {
     attempt: Option<u32>,
     /// Seconds out of rotation (`up`).
     downtime: Option<f64>,
+    /// Seconds the ramp lasts (`slow_start_began`).
+    window: Option<f64>,
+    /// Percent of the picks per site, in order (`site_shares`).
+    shares: Option<Vec<u32>>,
 }
 
 impl From<&sidekick::Event> for PyEvent {
@@ -918,6 +923,8 @@ impl From<&sidekick::Event> for PyEvent {
             reason: None,
             attempt: None,
             downtime: None,
+            window: None,
+            shares: None,
         };
         match ev {
             E::Up {
@@ -989,6 +996,25 @@ impl From<&sidekick::Event> for PyEvent {
                 out.kind = "removed";
                 out.endpoint = endpoint.clone();
                 out.site = Some(*site);
+            }
+            E::SlowStartBegan {
+                endpoint,
+                site,
+                window,
+            } => {
+                out.kind = "slow_start_began";
+                out.endpoint = endpoint.clone();
+                out.site = Some(*site);
+                out.window = Some(window.as_secs_f64());
+            }
+            E::SlowStartEnded { endpoint, site } => {
+                out.kind = "slow_start_ended";
+                out.endpoint = endpoint.clone();
+                out.site = Some(*site);
+            }
+            E::SiteShares { shares } => {
+                out.kind = "site_shares";
+                out.shares = Some(shares.clone());
             }
             _ => {}
         }

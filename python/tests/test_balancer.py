@@ -202,3 +202,38 @@ def test_blocking_calls_from_on_event_raise_instead_of_panicking(backends: List[
     victim.start()
     assert wait_until(lambda: bool(seen), 5)  # the probe's "up" event ran on a runtime thread
     assert "runtime threads" in seen[0]
+
+
+def test_spillover_shares_and_slow_start_events(backend_factory) -> None:  # type: ignore[no-untyped-def]
+    primary = [backend_factory("q0"), backend_factory("q1")]
+    backup = [backend_factory("t0")]
+    events: List[sidekick.Event] = []
+    lock = threading.Lock()
+
+    def on_event(ev: sidekick.Event) -> None:
+        with lock:
+            events.append(ev)
+
+    def of_kind(kind: str) -> List[sidekick.Event]:
+        with lock:
+            return [e for e in events if e.kind == kind]
+
+    b = sidekick.Balancer(
+        [site_of(primary), site_of(backup)],
+        site_spillover=True,
+        slow_start=0.5,
+        on_event=on_event,
+        **FAST,
+    )
+    assert wait_until(lambda: all(e.state == "up" for e in b.endpoints()), 5)
+    victim = primary[1]
+    victim.kill()
+    assert wait_until(lambda: by_url(b)[victim.url].state == "down", 5)
+    # Site 1 at 1 of 2: 0.5 x 1.4 = 70 % stays, 30 % spills to site 2.
+    assert wait_until(lambda: [e.shares for e in of_kind("site_shares")][-1:] == [[70, 30]], 5)
+    victim.start()
+    assert wait_until(lambda: any(e.endpoint == victim.url for e in of_kind("slow_start_began")), 5)
+    began = next(e for e in of_kind("slow_start_began") if e.endpoint == victim.url)
+    assert began.window == 0.5 and began.site == 0
+    assert wait_until(lambda: any(e.endpoint == victim.url for e in of_kind("slow_start_ended")), 5)
+    assert [e.shares for e in of_kind("site_shares")][-1] == [100, 0]

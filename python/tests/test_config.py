@@ -43,6 +43,11 @@ SITE = "http://127.0.0.1:{9001...9003}"
         ({"on_event": 3}, "on_event"),
         ({"warmup": -2}, "warmup"),
         ({"helth_path": "/"}, "helth_path"),
+        ({"slow_start": 0}, "slow_start"),
+        ({"slow_start": "1s"}, "slow_start"),
+        ({"site_spillover": "yes"}, "site_spillover"),
+        ({"overprovisioning": 0}, "overprovisioning"),
+        ({"overprovisioning": "lots"}, "overprovisioning"),
     ],
 )
 def test_bad_option_names_the_option(kwargs: dict, named: str) -> None:
@@ -203,3 +208,26 @@ def test_options_read_back_with_the_engine_defaults() -> None:
     assert b.option("health_port") is None
     with pytest.raises(sidekick.ConfigError, match="did you mean `max_attempts`"):
         b.option("max_attempt")
+
+
+def test_selection_options_read_back() -> None:
+    b = sidekick.Balancer(
+        [SITE, "http://127.0.0.2:9001"],
+        health_check=False,
+        slow_start=datetime.timedelta(milliseconds=1500),
+        site_spillover=True,
+        overprovisioning=2,
+    )
+    assert b.option("slow_start") == 1.5
+    assert b.option("site_spillover") is True
+    assert b.option("overprovisioning") == 2.0
+    # Off by default (sidekick's all-or-nothing failover), with Envoy's factor.
+    d = sidekick.Balancer(SITE, health_check=False)
+    assert d.option("slow_start") is None
+    assert d.option("site_spillover") is False
+    assert d.option("overprovisioning") == 1.4
+    # Every endpoint is up (no probes): site 1 keeps every pick, spill-over or not.
+    for _ in range(50):
+        lease = b.pick()
+        assert lease.site == 0
+        lease.finish("cancelled")

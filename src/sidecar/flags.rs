@@ -102,6 +102,13 @@ pub struct Config {
     pub body_timeout: Duration,
     /// `--demo` (ours): run in front of built-in demo backends with a demo load.
     pub demo: bool,
+    /// `--slow-start` (ours): ramp a returning backend's share over this window; `None`: off.
+    pub slow_start: Option<Duration>,
+    /// `--site-spillover` (ours): graded spill-over between sites instead of all-or-nothing.
+    pub site_spillover: bool,
+    /// `--overprovisioning` (ours): with `--site-spillover`, the factor a site's healthy share
+    /// is multiplied by.
+    pub overprovisioning: f64,
     /// Event-loop threads (`SIDEKICK_THREADS`, not a flag; 1 by default): each thread runs its
     /// own listening socket on the address (`SO_REUSEPORT`) and its own connections.
     pub threads: usize,
@@ -153,6 +160,9 @@ impl Default for Config {
             response_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             demo: false,
+            slow_start: None,
+            site_spillover: false,
+            overprovisioning: 1.4,
             threads: 1,
             sites: Vec::new(),
             sites_file: String::new(),
@@ -434,6 +444,24 @@ const FLAGS: &[Spec] = &[
          arguments; SIGHUP reads it again and applies the changes, keeping unchanged backends' state",
     ),
     flag(
+        &["slow-start"],
+        Kind::Duration,
+        "ramp a backend that comes back up from 10 % to its full share over this time (off by default)",
+    ),
+    flag(
+        &["site-spillover"],
+        Kind::Bool,
+        "share a degraded site's traffic with the next site by its healthy share, not all-or-nothing",
+    ),
+    with_default(
+        flag(
+            &["overprovisioning"],
+            Kind::Str,
+            "with --site-spillover, the factor a site's healthy share is multiplied by",
+        ),
+        "1.4",
+    ),
+    flag(
         &["demo"],
         Kind::Bool,
         "run in front of built-in demo backends (two sites on 127.0.0.1) with a demo load",
@@ -548,6 +576,7 @@ where
                 "rr-dns-mode" => cfg.rr_dns_mode = value,
                 "health-optimistic" => cfg.health_optimistic = value,
                 "demo" => cfg.demo = value,
+                "site-spillover" => cfg.site_spillover = value,
                 "help" => help = value,
                 "version" => version = value,
                 _ => unreachable!("bool flag {canon} not handled"),
@@ -645,6 +674,7 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
                 "drain-timeout" => cfg.drain_timeout = d,
                 "response-timeout" => cfg.response_timeout = d,
                 "body-timeout" => cfg.body_timeout = d,
+                "slow-start" => cfg.slow_start = Some(d),
                 _ => unreachable!("duration flag {canon} not handled"),
             }
         }
@@ -723,6 +753,16 @@ fn set(cfg: &mut Config, spec: &Spec, written: &str, value: String) -> Result<()
                     return Err(bad("a file name is needed".to_string()));
                 }
                 cfg.sites_file = value;
+            }
+            "overprovisioning" => {
+                cfg.overprovisioning = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| *f > 0.0 && *f <= 100.0)
+                    .ok_or_else(|| {
+                        bad("a decimal number above 0 and at most 100, e.g. 1.4".to_string())
+                    })?;
             }
             _ => unreachable!("string flag {canon} not handled"),
         },

@@ -53,6 +53,7 @@ pub struct EpStats {
     ejections: [AtomicU64; EJECT_REASONS.len()],
     retries: [AtomicU64; RETRY_REASONS.len()],
     budget_exhausted: AtomicU64,
+    slow_starts: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
     min_latency_ns: AtomicU64,
@@ -91,6 +92,7 @@ impl EpStats {
             ejections: Default::default(),
             retries: Default::default(),
             budget_exhausted: AtomicU64::new(0),
+            slow_starts: AtomicU64::new(0),
             buckets: Default::default(),
             latency_sum_ns: AtomicU64::new(0),
             min_latency_ns: AtomicU64::new(u64::MAX),
@@ -177,6 +179,8 @@ pub struct Registry {
     by_authority: ArcSwap<HashMap<String, Arc<EpStats>>>,
     insert: Mutex<()>,
     created: Instant,
+    /// The sites' shares in percent, as last announced (graded spill-over only).
+    site_shares: Mutex<Vec<u32>>,
 }
 
 impl Default for Registry {
@@ -185,6 +189,7 @@ impl Default for Registry {
             by_authority: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
             created: Instant::now(),
+            site_shares: Mutex::new(Vec::new()),
         }
     }
 }
@@ -285,6 +290,16 @@ impl Registry {
             }
             // Its statistics stay: the requests it served were served.
             Event::Removed { .. } => {}
+            Event::SlowStartBegan { endpoint, .. } => {
+                self.entry(endpoint)
+                    .slow_starts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // The weight gauge reads the ramp itself.
+            Event::SlowStartEnded { .. } => {}
+            Event::SiteShares { shares } => {
+                shares.clone_into(&mut self.site_shares.lock().unwrap_or_else(|p| p.into_inner()));
+            }
         }
         None
     }
@@ -458,6 +473,56 @@ pub fn render(registry: &Registry, endpoints: &[EndpointInfo]) -> String {
     }
     header(
         &mut out,
+        "sidekick_endpoint_weight",
+        "gauge",
+        "Weight of the endpoint in selection: 1 but during a slow start (--slow-start)",
+    );
+    for (e, _) in &rows {
+        series(
+            &mut out,
+            "sidekick_endpoint_weight",
+            &[("endpoint", &e.url)],
+            e.weight,
+        );
+    }
+    header(
+        &mut out,
+        "sidekick_slow_starts_total",
+        "counter",
+        "Slow starts the endpoint began (back up, out of ejection, or added)",
+    );
+    for (e, s) in &rows {
+        series(
+            &mut out,
+            "sidekick_slow_starts_total",
+            &[("endpoint", &e.url)],
+            s.slow_starts.load(Ordering::Relaxed),
+        );
+    }
+    let shares = registry
+        .site_shares
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !shares.is_empty() {
+        header(
+            &mut out,
+            "sidekick_site_share_percent",
+            "gauge",
+            "Percentage of requests each site gets under graded spill-over (--site-spillover)",
+        );
+        for (i, share) in shares.iter().enumerate() {
+            let site = (i + 1).to_string();
+            series(
+                &mut out,
+                "sidekick_site_share_percent",
+                &[("site", &site)],
+                share,
+            );
+        }
+    }
+    header(
+        &mut out,
         "sidekick_request_duration_seconds",
         "histogram",
         "Time from receiving a request to the end of its answer, per endpoint",
@@ -527,6 +592,32 @@ mod tests {
         assert!(s.went_up(Instant::now()) > Duration::ZERO);
         assert!(s.snapshot().down.since.is_none());
         assert_eq!(s.went_up(Instant::now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn slow_starts_and_site_shares_are_exported() {
+        let r = Registry::default();
+        let before = render(&r, &[]);
+        assert!(!before.contains("sidekick_site_share_percent"), "{before}");
+        r.on_event(&Event::SlowStartBegan {
+            endpoint: "http://a:1".into(),
+            site: 0,
+            window: Duration::from_secs(1),
+        });
+        r.on_event(&Event::SiteShares {
+            shares: vec![35, 65],
+        });
+        let s = r.entry("http://a:1");
+        assert_eq!(s.slow_starts.load(Ordering::Relaxed), 1);
+        let out = render(&r, &[]);
+        assert!(
+            out.contains("sidekick_site_share_percent{site=\"1\"} 35\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sidekick_site_share_percent{site=\"2\"} 65\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -89,6 +89,9 @@ fn build_generation(cfg: &Config, console: Arc<Console>) -> Result<Generation, S
         // The proxy bounds the wait for a response head itself (`--response-timeout`, with its
         // own 504 and accounting): the engine's bound would only race it.
         .response_timeout(None)
+        .slow_start(cfg.slow_start)
+        .site_spillover(cfg.site_spillover)
+        .overprovisioning(cfg.overprovisioning)
         .tls_config(tls)
         .on_event(move |ev| {
             let downtime = events.on_event(ev);

@@ -686,6 +686,77 @@ static void test_broken_pipe(int reset) {
     sidekick_balancer_free(b);
 }
 
+/* Slow start and graded spill-over through the config string (the engine's option table).
+ * Site 1 is half dead (1 of 2 endpoints up), so with spill-over it keeps 0.5 x 1.4 = 70 % of
+ * the picks and site 2 gets 30 % (all-or-nothing would give site 2 none). No event callback:
+ * the spill-over share event has no C kind of its own. */
+static void test_selection_options(int p1, int p2, int dead) {
+    char config[512];
+    snprintf(config, sizeof config,
+             "site=http://127.0.0.1:%d,http://127.0.0.1:%d; site=http://127.0.0.1:%d\n"
+             "health_path=/health; healthy_statuses=200,204; health_interval_ms=100\n"
+             "slow_start_ms=500; site_spillover=on; overprovisioning=1.4; worker_threads=1",
+             p1, dead, p2);
+    sidekick_balancer *b = NULL;
+    sidekick_error *err = NULL;
+    sidekick_status st = sidekick_balancer_new_from_config(NULL, 0, config, &b, &err);
+    CHECK(st == SIDEKICK_STATUS_OK && b != NULL, "new_from_config with slow_start and spill-over (%s)",
+          err ? sidekick_error_message(err) : "");
+    if (b == NULL) {
+        sidekick_error_free(err);
+        return;
+    }
+    char url_dead[64];
+    snprintf(url_dead, sizeof url_dead, "http://127.0.0.1:%d", dead);
+    /* Wait (bounded) until every endpoint has its verdict: the dead one down, the others up. */
+    int settled = 0;
+    for (int round = 0; round < 200 && !settled; round++) {
+        sidekick_endpoint_list *list = NULL;
+        if (sidekick_balancer_endpoints(b, &list, &err) != SIDEKICK_STATUS_OK) {
+            break;
+        }
+        int up = 0, down = 0;
+        for (size_t i = 0; i < sidekick_endpoint_list_count(list); i++) {
+            const char *state = sidekick_endpoint_list_state(list, i);
+            int is_dead = strcmp(sidekick_endpoint_list_url(list, i), url_dead) == 0;
+            up += !is_dead && strcmp(state, "up") == 0;
+            down += is_dead && strcmp(state, "down") == 0;
+        }
+        sidekick_endpoint_list_free(list);
+        settled = up == 2 && down == 1;
+        if (!settled) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    CHECK(settled, "spill-over balancer: endpoints probed");
+    int to_site2 = 0, picks = 0;
+    for (int i = 0; i < 1000; i++) {
+        sidekick_lease *lease = NULL;
+        if (sidekick_balancer_pick(b, &lease, NULL) != SIDEKICK_STATUS_OK) {
+            break;
+        }
+        picks++;
+        to_site2 += sidekick_lease_site(lease) == 1;
+        sidekick_lease_free(lease);
+    }
+    /* 300 expected; 200-400 is over 6 standard deviations either side. */
+    CHECK(picks == 1000 && to_site2 > 200 && to_site2 < 400,
+          "spill-over: site 2 got %d of %d picks (30 %% expected)", to_site2, picks);
+    sidekick_balancer_free(b);
+
+    b = NULL;
+    snprintf(config, sizeof config, "site=http://127.0.0.1:%d; overprovisioning=0", p1);
+    st = sidekick_balancer_new_from_config(NULL, 0, config, &b, &err);
+    check_failure("config(overprovisioning=0)", st, SIDEKICK_STATUS_CONFIG, &err, "overprovisioning");
+    snprintf(config, sizeof config, "site=http://127.0.0.1:%d; slow_start_ms=soon", p1);
+    st = sidekick_balancer_new_from_config(NULL, 0, config, &b, &err);
+    check_failure("config(slow_start_ms=soon)", st, SIDEKICK_STATUS_CONFIG, &err, "slow_start");
+    snprintf(config, sizeof config, "site=http://127.0.0.1:%d; site_spillover=maybe", p1);
+    st = sidekick_balancer_new_from_config(NULL, 0, config, &b, &err);
+    check_failure("config(site_spillover=maybe)", st, SIDEKICK_STATUS_CONFIG, &err, "site_spillover");
+}
+
 /* ----- live membership ----- */
 
 /* The state of `url` in a fresh endpoint list, or "absent". Copies it into `out`. */
@@ -842,6 +913,7 @@ int main(int argc, char **argv) {
     test_statics();
     test_options_and_config_errors(live);
     test_probed_balancer(p1, p2, dead);
+    test_selection_options(p1, p2, dead);
     test_unprobed_balancer(p1, dead);
     test_membership(p1, p2, dead);
     test_nothing_available(dead);

@@ -43,7 +43,19 @@ _OutcomeName = Literal["success", "status", "connect", "reset", "timeout", "fail
 _PolicyName = Literal["p2c", "peak-ewma", "ewma", "least", "least-requests", "round-robin", "rr", "random"]
 _EndpointStateName = Literal["unknown", "up", "down", "ejected", "trial"]
 _EventKind = Literal[
-    "up", "down", "ejected", "returned", "retry", "budget_exhausted", "hedge_sent", "hedge_won"
+    "up",
+    "down",
+    "ejected",
+    "returned",
+    "retry",
+    "budget_exhausted",
+    "hedge_sent",
+    "hedge_won",
+    "added",
+    "removed",
+    "slow_start_began",
+    "slow_start_ended",
+    "site_shares",
 ]
 _Headers = Union[Mapping[str, Union[str, bytes]], Iterable[Tuple[str, Union[str, bytes]]]]
 _Body = Union[bytes, bytearray, memoryview, str]
@@ -60,9 +72,10 @@ class Event:
 
     kind: _EventKind
     """``up``, ``down``, ``ejected``, ``returned``, ``retry``, ``budget_exhausted``,
-    ``hedge_sent`` or ``hedge_won``."""
+    ``hedge_sent``, ``hedge_won``, ``added``, ``removed``, ``slow_start_began``,
+    ``slow_start_ended`` or ``site_shares``."""
     endpoint: str
-    """The endpoint URL."""
+    """The endpoint URL (empty for ``site_shares``)."""
     site: Optional[int]
     """The endpoint's site index, when the event carries it."""
     reason: Optional[str]
@@ -72,6 +85,10 @@ class Event:
     request (1 for the first)."""
     downtime: Optional[float]
     """``up``: seconds the endpoint was out of rotation."""
+    window: Optional[float]
+    """``slow_start_began``: seconds over which its share ramps up."""
+    shares: Optional[List[int]]
+    """``site_shares``: the percentage of picks each site gets, in order."""
 
 @final
 class EndpointInfo:
@@ -267,6 +284,12 @@ class Balancer:
     :param hedge_percentile: hedge after this percentile (e.g. 95) of the site's recent
         latencies instead, never sooner than ``hedge_delay`` (default 0: off).
     :param hedge_max: hedges per request (default 1).
+    :param slow_start: seconds over which an endpoint that comes back ramps from 10 % to its
+        full share of picks (default None: off).
+    :param site_spillover: graded spill-over between sites: a site gets its available share ×
+        ``overprovisioning`` of the traffic, the rest goes to the next site (default off:
+        all-or-nothing failover).
+    :param overprovisioning: the factor of ``site_spillover`` (default 1.4).
     :param on_event: called with an :class:`Event` on every state change and retry (on
         sidekick's threads: keep it quick and non-blocking).
     :param warmup: how long the first picks of a new balancer (or one rebuilt after a fork) may
@@ -312,6 +335,9 @@ class Balancer:
         hedge_delay: Optional[_Seconds] = ...,
         hedge_percentile: float = ...,
         hedge_max: int = ...,
+        slow_start: Optional[_Seconds] = ...,
+        site_spillover: bool = ...,
+        overprovisioning: float = ...,
         on_event: Optional[Callable[[Event], None]] = ...,
         warmup: _Seconds = ...,
     ) -> Balancer: ...
