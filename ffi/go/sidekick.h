@@ -124,6 +124,14 @@ typedef enum sidekick_event_kind {
    */
   SIDEKICK_EVENT_KIND_BUDGET_EXHAUSTED = 6,
   /**
+   * An endpoint joined a site at run time (`sidekick_balancer_add_endpoint`, ...).
+   */
+  SIDEKICK_EVENT_KIND_ADDED = 7,
+  /**
+   * An endpoint left its site at run time: it is no longer picked.
+   */
+  SIDEKICK_EVENT_KIND_REMOVED = 8,
+  /**
    * An event this version of the C API does not know.
    */
   SIDEKICK_EVENT_KIND_OTHER = 99,
@@ -575,6 +583,22 @@ enum sidekick_status sidekick_attempts_pick(struct sidekick_attempts *a,
                                             struct sidekick_error **err);
 
 /**
+ * Add the endpoint `url` (e.g. `"http://10.0.0.5:9000"`, no `{N...M}` range) to the site at
+ * position `site` (0 for the first). With health checks on it takes traffic after its first
+ * passing probe; with them off, at once.
+ *
+ * Returns `SIDEKICK_STATUS_CONFIG` when `url` is not a valid endpoint,
+ * `SIDEKICK_STATUS_INVALID_ARGUMENT` when there is no such site, the site already has the
+ * endpoint or uses another scheme (the error names it; nothing changed),
+ * `SIDEKICK_STATUS_NULL_ARGUMENT` for a NULL `b` or `url`. `url` is only read during the call.
+ * Threads: any, concurrently with picks. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_balancer_add_endpoint(const struct sidekick_balancer *b,
+                                                    size_t site,
+                                                    const char *url,
+                                                    struct sidekick_error **err);
+
+/**
  * A snapshot of every endpoint (state, load, counters), site by site.
  *
  * Ownership: the caller owns `*out` (written only on success) and frees it with
@@ -679,6 +703,14 @@ enum sidekick_status sidekick_balancer_pick_excluding(const struct sidekick_bala
                                                       struct sidekick_error **err);
 
 /**
+ * The number of health-probe tasks alive: one per endpoint with health checks on, 0 with them
+ * off. A removed endpoint's task ends shortly after its removal.
+ *
+ * NULL: 0. Threads: any, concurrently. Panics: 0.
+ */
+size_t sidekick_balancer_probe_tasks(const struct sidekick_balancer *b);
+
+/**
  * Block until at least one endpoint is available, at most `timeout_ms` milliseconds.
  *
  * Returns `SIDEKICK_STATUS_OK` as soon as one is, `SIDEKICK_STATUS_NOT_READY` after the timeout,
@@ -689,6 +721,32 @@ enum sidekick_status sidekick_balancer_pick_excluding(const struct sidekick_bala
 enum sidekick_status sidekick_balancer_ready(const struct sidekick_balancer *b,
                                              uint64_t timeout_ms,
                                              struct sidekick_error **err);
+
+/**
+ * Remove the endpoint `url` (as added, or as `sidekick_endpoint_list_url` shows it) from every
+ * site that has it. It is never picked again once this returns; leases already picked from it
+ * stay valid (finish them as usual); its probe task ends.
+ *
+ * Returns `SIDEKICK_STATUS_INVALID_ARGUMENT` when no site has it or when it is the last
+ * endpoint of its site (remove the site or replace its endpoints instead), and
+ * `SIDEKICK_STATUS_CONFIG` when `url` does not parse; nothing changed then. NULL `b` or `url`:
+ * `SIDEKICK_STATUS_NULL_ARGUMENT`. Threads: any, concurrently with picks. Panics:
+ * `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_balancer_remove_endpoint(const struct sidekick_balancer *b,
+                                                       const char *url,
+                                                       struct sidekick_error **err);
+
+/**
+ * Remove the site at position `site`; later sites move up one place.
+ *
+ * Returns `SIDEKICK_STATUS_INVALID_ARGUMENT` when there is no such site or it is the only one
+ * (nothing changed), `SIDEKICK_STATUS_NULL_ARGUMENT` for a NULL `b`. Threads: any,
+ * concurrently with picks. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_balancer_remove_site(const struct sidekick_balancer *b,
+                                                   size_t site,
+                                                   struct sidekick_error **err);
 
 /**
  * Send one HTTP/1.1 request through the balancer and wait for the whole response: the endpoint
@@ -722,6 +780,35 @@ enum sidekick_status sidekick_balancer_request(const struct sidekick_balancer *b
                                                uint64_t timeout_ms,
                                                struct sidekick_response **out,
                                                struct sidekick_error **err);
+
+/**
+ * Replace the endpoints of the site at position `site` by those `spec` names (SITE syntax,
+ * e.g. `"http://10.0.0.{1...4}:9000"`): endpoints named before and after keep their state, the
+ * others leave or join. `site` equal to `sidekick_balancer_site_count(b)` appends a site.
+ *
+ * Returns `SIDEKICK_STATUS_CONFIG` for a bad `spec`, `SIDEKICK_STATUS_INVALID_ARGUMENT` when
+ * `site` is beyond the end (nothing changed), `SIDEKICK_STATUS_NULL_ARGUMENT` for a NULL `b` or
+ * `spec`. Threads: any, concurrently with picks. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_balancer_set_site(const struct sidekick_balancer *b,
+                                                size_t site,
+                                                const char *spec,
+                                                struct sidekick_error **err);
+
+/**
+ * Make the sites exactly the `n_sites` texts of `sites` (SITE syntax, in order): the site at
+ * each position gets the endpoints its text names, keeping the state of those it had; extra
+ * sites are appended or removed.
+ *
+ * Returns `SIDEKICK_STATUS_CONFIG` for a bad text (every text is checked before anything
+ * changes), `SIDEKICK_STATUS_INVALID_ARGUMENT` when `n_sites` is 0,
+ * `SIDEKICK_STATUS_NULL_ARGUMENT` for a NULL `b`, `sites` or element. `sites` is only read
+ * during the call. Threads: any, concurrently with picks. Panics: `SIDEKICK_STATUS_PANIC`.
+ */
+enum sidekick_status sidekick_balancer_set_sites(const struct sidekick_balancer *b,
+                                                 const char *const *sites,
+                                                 size_t n_sites,
+                                                 struct sidekick_error **err);
 
 /**
  * The number of sites.
@@ -957,7 +1044,8 @@ uint16_t sidekick_response_status(const struct sidekick_response *resp);
 const char *sidekick_status_str(int status);
 
 /**
- * The version of this library (`"0.1.0"`), as a static NUL-terminated string.
+ * The version of this library (the version shared by every sidekick artifact, see
+ * `CHANGELOG.md`), as a static NUL-terminated string.
  *
  * Ownership: static, never free it. Threads: any. Never fails.
  */
