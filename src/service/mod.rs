@@ -145,6 +145,9 @@ where
 
 // ===== the request loop =====
 
+/// An attempt's request, and the progress of its body (none for an empty body).
+type Prepared<B> = (Request<RetryBody<B>>, Option<Arc<Progress>>);
+
 /// Where the body of each attempt comes from.
 enum Source<B> {
     /// Buffered: every attempt gets the same bytes.
@@ -241,10 +244,7 @@ struct Call<B> {
 
 impl<B> Call<B> {
     /// The request for the endpoint of `lease`, and the progress of its body.
-    fn request(
-        &self,
-        lease: &Lease,
-    ) -> Result<(Request<RetryBody<B>>, Option<Arc<Progress>>), Error> {
+    fn request(&self, lease: &Lease) -> Result<Prepared<B>, Error> {
         // An empty body never moves: the head wait then counts from the start, untracked.
         let progress = (!self.source.is_empty()).then(|| Arc::new(Progress::new()));
         let mut body = self.source.body();
