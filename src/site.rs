@@ -8,7 +8,7 @@
 //! never takes.
 //!
 //! A site's membership may change at run time (see [`membership`](crate::membership)): the lock
-//! also guards its [`Roster`], the targets it was given, and every change publishes a new
+//! also guards its `Roster`, the targets it was given, and every change publishes a new
 //! endpoint list that shares the endpoints which stay.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
