@@ -168,6 +168,14 @@ async fn fill_timed<R: AsyncRead + Unpin>(
     }
 }
 
+/// The size asked for a splice pipe. Measured on loopback (4 nginx backends, `wrk -c64`, LB
+/// CPU per 1 MiB request, interleaved runs): 128 KiB beats both neighbours overall. Against
+/// 256 KiB it cost 0.85× for answers the backend sends from its page cache (`sendfile`), 0.93×
+/// for answers written from user space (as MinIO writes them) and 0.85× for uploads; against the
+/// 64 KiB default, 0.5–0.75× for the last two (a quarter of the calls) but 1.15× for the first.
+/// Fewer, larger calls lose for page-cache answers in kernel time, not in this loop.
+const PIPE_SIZE: usize = 128 * 1024;
+
 /// A pipe for splicing, made on first use and kept for the connection.
 #[derive(Debug, Default)]
 pub struct Pipe {
@@ -179,9 +187,8 @@ impl Pipe {
     fn get(&mut self) -> io::Result<(&OwnedFd, &OwnedFd, usize)> {
         if self.fds.is_none() {
             let (r, w) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
-            // A bigger pipe moves a large body in fewer calls; the default (64 KiB) is kept
-            // when the system refuses.
-            self.capacity = rustix::pipe::fcntl_setpipe_size(&w, 256 * 1024).unwrap_or(64 * 1024);
+            // The default (64 KiB) is kept when the system refuses PIPE_SIZE.
+            self.capacity = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE).unwrap_or(64 * 1024);
             self.fds = Some((r, w));
         }
         match &self.fds {
