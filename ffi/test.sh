@@ -150,6 +150,25 @@ mkdir -p "$BUILD"
 CFLAGS=(-std=gnu11 -Wall -Wextra -Werror -I"$FFI_DIR/include")
 STATIC_LIBS=(-l:libsidekick_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 
+# Run "$@" under valgrind, every leak an error: the program's output goes to $WORK/NAME.out (its
+# lines other than "ok ..." are shown), valgrind's log to $WORK/NAME.valgrind.log (its leak and
+# error summary is shown; all of it when the run fails). Non-zero, naming WHAT, on failure.
+under_valgrind() {
+    local name=$1 what=$2 rc=0
+    shift 2
+    timeout 600 valgrind --error-exitcode=1 --leak-check=full \
+        --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+        --log-file="$WORK/$name.valgrind.log" "$@" >"$WORK/$name.out" || rc=$?
+    grep -v '^ok ' "$WORK/$name.out" || true
+    grep -E 'definitely lost|indirectly lost|possibly lost|still reachable|suppressed:|ERROR SUMMARY' \
+        "$WORK/$name.valgrind.log" | sed 's/^==[0-9]*== */valgrind: /'
+    if [ "$rc" -ne 0 ]; then
+        cat "$WORK/$name.valgrind.log"
+        echo "$what failed under valgrind (exit $rc)" >&2
+        return 1
+    fi
+}
+
 part_c() {
     section "rust: cargo test --release --lib (sidekick-ffi)"
     cargo test --release --lib
@@ -165,38 +184,13 @@ part_c() {
     local reset=$PORT
     local dead
     dead="$(free_port)"
-    local rc=0
-    timeout 600 valgrind --error-exitcode=1 --leak-check=full \
-        --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-        --log-file="$WORK/valgrind.log" \
-        "$BUILD/test_sidekick" "$p1" "$p2" "$dead" "$reset" >"$WORK/test_sidekick.out" || rc=$?
-    grep -v '^ok ' "$WORK/test_sidekick.out" || true
-    grep -E 'definitely lost|indirectly lost|possibly lost|still reachable|suppressed:|ERROR SUMMARY' \
-        "$WORK/valgrind.log" | sed 's/^==[0-9]*== */valgrind: /'
-    if [ "$rc" -ne 0 ]; then
-        cat "$WORK/valgrind.log"
-        echo "C test failed under valgrind (exit $rc)" >&2
-        return 1
-    fi
+    under_valgrind test_sidekick "C test" "$BUILD/test_sidekick" "$p1" "$p2" "$dead" "$reset"
 
     section "C: test_attempts (the shared attempt-policy vectors) under valgrind"
     gcc "${CFLAGS[@]}" -g -O1 tests/c/test_attempts.c -o "$BUILD/test_attempts" \
         -L"$LIB_DIR" -lsidekick_ffi -Wl,-rpath,"$LIB_DIR"
-    local supp=()
-    [ -f "$FFI_DIR/tests/c/valgrind.supp" ] && supp=(--suppressions="$FFI_DIR/tests/c/valgrind.supp")
-    rc=0
-    timeout 600 valgrind --error-exitcode=1 --leak-check=full \
-        --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-        "${supp[@]}" --log-file="$WORK/valgrind-attempts.log" \
-        "$BUILD/test_attempts" "$FFI_DIR/../tests/vectors/attempt_policy.txt" >"$WORK/test_attempts.out" || rc=$?
-    grep -v '^ok ' "$WORK/test_attempts.out" || true
-    grep -E 'definitely lost|indirectly lost|possibly lost|ERROR SUMMARY' \
-        "$WORK/valgrind-attempts.log" | sed 's/^==[0-9]*== */valgrind: /'
-    if [ "$rc" -ne 0 ]; then
-        cat "$WORK/valgrind-attempts.log"
-        echo "C attempt-policy vectors failed under valgrind (exit $rc)" >&2
-        return 1
-    fi
+    under_valgrind test_attempts "C attempt-policy vectors" \
+        "$BUILD/test_attempts" "$FFI_DIR/../tests/vectors/attempt_policy.txt"
 
     section "C: examples/c/pick.c"
     gcc "${CFLAGS[@]}" -O2 examples/c/pick.c -o "$BUILD/pick" \

@@ -119,7 +119,7 @@ use crate::balancer::{Balancer, Lease, Outcome};
 use crate::error::{find_source, BoxError, Error};
 use crate::head_wait::{self, Progress};
 use crate::resume::{Plan, ResumeBody};
-use crate::retry::{classify, is_idempotent_request, Decision};
+use crate::retry::{classify, is_idempotent_request};
 use crate::transport::{self, Connector};
 
 type Pool = HyperClient<Connector, AttemptBody>;
@@ -400,13 +400,9 @@ impl BalancedConnector {
                 Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
                 Err(err) => (classify(&*err), Err(err)),
             };
-            match attempts.decide(lease, outcome, slot.intact()) {
-                Decision::Retry(next, _) => {
-                    lease = next;
-                    continue;
-                }
-                Decision::Done(done) => done.finish(outcome),
-                Decision::GiveUp(_) => {}
+            if let Some(next) = attempts.settle(lease, outcome, slot.intact()) {
+                lease = next;
+                continue;
             }
             let resp = match answer {
                 Ok(Attempted::Whole(resp)) => resp,
@@ -527,13 +523,9 @@ impl BalancedConnector {
                 Ok(resp) => (Outcome::Status(resp.status().as_u16()), Ok(resp)),
                 Err(err) => (classify(&*err), Err(err)),
             };
-            match attempts.decide(lease, outcome, true) {
-                Decision::Retry(next, _) => {
-                    lease = next;
-                    continue;
-                }
-                Decision::Done(done) => done.finish(outcome),
-                Decision::GiveUp(_) => {}
+            if let Some(next) = attempts.settle(lease, outcome, true) {
+                lease = next;
+                continue;
             }
             let resp = answer?;
             plan.check(offset, resp.status(), resp.headers())?;

@@ -83,7 +83,7 @@ use crate::endpoint::EndpointId;
 use crate::error::BoxError;
 use crate::head_wait;
 use crate::resume::{Plan, ResumeBody};
-use crate::retry::{classify, is_idempotent_request, Decision};
+use crate::retry::{classify, is_idempotent_request};
 
 /// A [`reqwest_middleware::Middleware`] that balances requests over a [`Balancer`]'s nodes.
 /// See the [module documentation](self).
@@ -348,13 +348,9 @@ impl Resume {
                     (outcome_of(&e), Err(e))
                 }
             };
-            match attempts.decide(lease, outcome, true) {
-                Decision::Retry(next, _) => {
-                    lease = next;
-                    continue;
-                }
-                Decision::Done(done) => done.finish(outcome),
-                Decision::GiveUp(_) => {}
+            if let Some(next) = attempts.settle(lease, outcome, true) {
+                lease = next;
+                continue;
             }
             let resp = answer?;
             self.plan.check(offset, resp.status(), resp.headers())?;
@@ -435,17 +431,11 @@ impl Middleware for SidekickMiddleware {
                 lease.finish(outcome);
                 return Err(err);
             };
-            match attempts.decide(lease, outcome, true) {
-                Decision::Retry(next, _) => {
-                    lease = next;
-                    req = again;
-                }
-                Decision::Done(done) => {
-                    done.finish(outcome);
-                    return Err(err);
-                }
-                Decision::GiveUp(_) => return Err(err),
-            }
+            let Some(next) = attempts.settle(lease, outcome, true) else {
+                return Err(err);
+            };
+            lease = next;
+            req = again;
         }
     }
 }

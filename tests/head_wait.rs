@@ -5,39 +5,25 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use sidekick::options::Value;
-use sidekick::{Balancer, Client, Event, Policy};
+use sidekick::{Balancer, Client, Event};
+use support::recorded::{self, Events};
 use support::{Backend, Behavior};
-
-type Events = Arc<Mutex<Vec<Event>>>;
 
 /// A client over `sites` with a short head wait and no overall attempt deadline.
 fn client(sites: &[String], wait: Duration) -> (Client, Events) {
-    support::trace_init();
-    let events: Events = Arc::default();
-    let ev = events.clone();
-    let c = Client::builder()
-        .sites(sites)
-        .health_check(false)
-        .policy(Policy::RoundRobin)
-        .response_timeout(wait)
-        .on_event(move |e| ev.lock().unwrap().push(e.clone()))
-        .build_client()
-        .unwrap();
-    (c, events)
+    recorded::client(sites, |b| b.response_timeout(wait))
 }
 
 fn timeout_retries(ev: &Events) -> usize {
-    ev.lock()
-        .unwrap()
-        .iter()
-        .filter(|e| matches!(e, Event::Retry { reason, .. } if *reason == "timeout"))
-        .count()
+    recorded::count(
+        ev,
+        |e| matches!(e, Event::Retry { reason, .. } if *reason == "timeout"),
+    )
 }
 
 async fn send(c: &Client, method: &str) -> Result<u16, sidekick::Error> {

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use sidekick::options::Value;
 use sidekick::retry::Decision;
-use sidekick::{Balancer, Client, Event, Outcome, Policy};
+use sidekick::{Balancer, Client, Event, Outcome};
+use support::recorded::{client, count};
 use support::{Backend, Behavior};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -140,28 +141,6 @@ async fn serve(
     }
 }
 
-type Events = Arc<Mutex<Vec<Event>>>;
-
-fn client(
-    sites: &str,
-    tweak: impl FnOnce(sidekick::Builder) -> sidekick::Builder,
-) -> (Client, Events) {
-    support::trace_init();
-    let events: Events = Arc::default();
-    let ev = events.clone();
-    let b = Client::builder()
-        .site(sites)
-        .health_check(false)
-        .policy(Policy::RoundRobin)
-        .connect_timeout(Duration::from_millis(500))
-        .on_event(move |e| ev.lock().unwrap().push(e.clone()));
-    (tweak(b).build_client().unwrap(), events)
-}
-
-fn count(ev: &Events, f: impl Fn(&Event) -> bool) -> usize {
-    ev.lock().unwrap().iter().filter(|e| f(e)).count()
-}
-
 /// Send `method /obj` and return the status and the answering backend's name.
 async fn send(c: &Client, method: &str, body: &'static [u8]) -> (u16, String) {
     let req = http::Request::builder()
@@ -199,7 +178,7 @@ async fn eventually(f: impl Fn() -> bool) -> bool {
 async fn a_slow_attempt_is_hedged_to_the_fast_endpoint_and_dropped() {
     let slow = Slow::start(NEVER).await;
     let fast = Backend::start("fast", Behavior::Ok).await;
-    let (c, ev) = client(&format!("{},{}", slow.url, fast.url()), |b| {
+    let (c, ev) = client(&[format!("{},{}", slow.url, fast.url())], |b| {
         b.hedge_delay(Duration::from_millis(50))
     });
     // Round-robin over two endpoints: one request at least goes to the slow one first.
@@ -237,7 +216,7 @@ async fn a_slow_attempt_is_hedged_to_the_fast_endpoint_and_dropped() {
 async fn post_is_never_hedged() {
     let slow = Slow::start(Duration::from_millis(300)).await;
     let fast = Backend::start("fast", Behavior::Ok).await;
-    let (c, ev) = client(&format!("{},{}", slow.url, fast.url()), |b| {
+    let (c, ev) = client(&[format!("{},{}", slow.url, fast.url())], |b| {
         b.hedge_delay(Duration::from_millis(20))
     });
     let mut names = Vec::new();
@@ -274,7 +253,7 @@ async fn post_is_never_hedged() {
 async fn no_hedge_when_the_budget_is_spent() {
     let slow = Slow::start(Duration::from_millis(300)).await;
     let fast = Backend::start("fast", Behavior::Ok).await;
-    let (c, ev) = client(&format!("{},{}", slow.url, fast.url()), |b| {
+    let (c, ev) = client(&[format!("{},{}", slow.url, fast.url())], |b| {
         b.hedge_delay(Duration::from_millis(20))
             .retry_budget(0.0, 0)
     });
@@ -308,7 +287,7 @@ async fn no_hedge_when_the_budget_is_spent() {
 async fn hedging_is_off_by_default() {
     let slow = Slow::start(Duration::from_millis(200)).await;
     let fast = Backend::start("fast", Behavior::Ok).await;
-    let (c, ev) = client(&format!("{},{}", slow.url, fast.url()), |b| b);
+    let (c, ev) = client(&[format!("{},{}", slow.url, fast.url())], |b| b);
     assert_eq!(c.balancer().option("hedge_delay").unwrap(), Value::None);
     assert_eq!(
         c.balancer().option("hedge_percentile").unwrap(),
@@ -328,7 +307,7 @@ async fn hedging_is_off_by_default() {
 async fn percentile_delay_follows_the_sites_latencies() {
     let slow = Slow::start(Duration::ZERO).await;
     let fast = Backend::start("fast", Behavior::Ok).await;
-    let (c, _ev) = client(&format!("{},{}", slow.url, fast.url()), |b| {
+    let (c, _ev) = client(&[format!("{},{}", slow.url, fast.url())], |b| {
         b.hedge_percentile(90.0)
     });
     assert_eq!(
@@ -355,7 +334,7 @@ async fn hedges_cannot_multiply_the_load_in_an_outage() {
     // no floor) lets only a few hedges out.
     let a = Slow::start(Duration::from_millis(200)).await;
     let b = Slow::start(Duration::from_millis(200)).await;
-    let (c, _ev) = client(&format!("{},{}", a.url, b.url), |x| {
+    let (c, _ev) = client(&[format!("{},{}", a.url, b.url)], |x| {
         x.hedge_delay(Duration::from_millis(10))
             .retry_budget(0.1, 0)
     });

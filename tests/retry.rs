@@ -3,12 +3,12 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
-use sidekick::{Client, Event, Policy};
+use sidekick::{Client, Event};
+use support::recorded::{client, count, Events};
 use support::{Backend, Behavior};
 
 /// A loopback port with nothing listening: connecting is refused.
@@ -26,30 +26,11 @@ fn pattern(n: usize) -> Bytes {
         .into()
 }
 
-type Events = Arc<Mutex<Vec<Event>>>;
-
-fn client(
-    sites: &[String],
-    tweak: impl FnOnce(sidekick::Builder) -> sidekick::Builder,
-) -> (Client, Events) {
-    support::trace_init();
-    let events: Events = Arc::default();
-    let ev = events.clone();
-    let b = Client::builder()
-        .sites(sites)
-        .health_check(false)
-        .policy(Policy::RoundRobin)
-        .connect_timeout(Duration::from_millis(500))
-        .on_event(move |e| ev.lock().unwrap().push(e.clone()));
-    (tweak(b).build_client().unwrap(), events)
-}
-
 fn retries(ev: &Events, reason: &str) -> usize {
-    ev.lock()
-        .unwrap()
-        .iter()
-        .filter(|e| matches!(e, Event::Retry { reason: r, .. } if *r == reason))
-        .count()
+    count(
+        ev,
+        |e| matches!(e, Event::Retry { reason: r, .. } if *r == reason),
+    )
 }
 
 async fn send(c: &Client, method: &str, body: Bytes) -> Result<u16, sidekick::Error> {

@@ -165,6 +165,25 @@ impl Attempts {
         Decision::Retry(next, reason)
     }
 
+    /// [`decide`](Self::decide) for a caller that hands the answer (response or error) over as
+    /// it is: the lease of the next attempt, or `None` when the answer goes to the caller, the
+    /// lease then finished with `outcome` (by `decide` for a give-up, here for a done).
+    pub(crate) fn settle(
+        &mut self,
+        lease: Lease,
+        outcome: Outcome,
+        body_intact: bool,
+    ) -> Option<Lease> {
+        match self.decide(lease, outcome, body_intact) {
+            Decision::Retry(next, _) => Some(next),
+            Decision::Done(done) => {
+                done.finish(outcome);
+                None
+            }
+            Decision::GiveUp(_) => None,
+        }
+    }
+
     /// How long to wait for an answer from the attempts in flight before [`Attempts::hedge`]
     /// sends one more, for a request whose latest attempt went to site `site`; `None`: no
     /// (further) hedge for this request.

@@ -416,13 +416,9 @@ where
         };
         let (outcome, result) = judged(result);
         let url = result.is_err().then(|| lease.url().to_string());
-        match attempts.decide(lease, outcome, call.source.intact()) {
-            Decision::Retry(next, _) => lease = next,
-            Decision::Done(done) => {
-                done.finish(outcome);
-                return answer(result, outcome, url);
-            }
-            Decision::GiveUp(_) => return answer(result, outcome, url),
+        match attempts.settle(lease, outcome, call.source.intact()) {
+            Some(next) => lease = next,
+            None => return answer(result, outcome, url),
         }
     }
 }

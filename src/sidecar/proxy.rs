@@ -37,6 +37,9 @@ use crate::service::{RetryBody, Sidekick};
 use crate::transport::Connector;
 use crate::Balancer;
 
+/// Largest read/write buffer of one connection, both sides (client and backend).
+pub const BUF_SIZE: usize = 64 * 1024;
+
 /// The path of the aggregate health check.
 pub const HEALTH_PATH: &str = "/v1/health";
 /// The path of the Prometheus metrics.
@@ -547,7 +550,7 @@ impl Generation {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .http1_max_buf_size(super::server::BUF_SIZE)
+            .http1_max_buf_size(BUF_SIZE)
             .build(conn);
         registry.sync(&balancer.endpoints());
         let tls = match cfg.tls.clone() {

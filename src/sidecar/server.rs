@@ -17,9 +17,6 @@ use tokio_util::task::TaskTracker;
 
 use super::proxy::{self, Shared};
 
-/// Largest read/write buffer of one connection, both sides.
-pub const BUF_SIZE: usize = 64 * 1024;
-
 /// How the listener defends itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -317,7 +314,7 @@ async fn serve_hyper<I>(
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
         // Bounds what a connection buffers (and so the memory of 64 parallel 1 MiB answers).
-        .max_buf_size(BUF_SIZE)
+        .max_buf_size(proxy::BUF_SIZE)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();

@@ -625,5 +625,6 @@ pub fn trace_init() {
 }
 pub mod adversary;
 pub mod cache;
+pub mod recorded;
 pub mod s3;
 pub mod sidecar;
