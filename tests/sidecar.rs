@@ -1034,3 +1034,152 @@ async fn site_spillover_flag_shares_a_degraded_site() {
     );
     sidecar.shutdown().await;
 }
+
+/// The upload of the held-head test: over the 64 KiB the sidecar reads whole before sending (so
+/// that it can send it again), so it streams, spliced.
+const UPLOAD: usize = 256 * 1024;
+
+/// A backend for the held-head test: `/health` answers at once; `GET /held` sends its head,
+/// reports it, and sends its 64 KiB body only when `go` says so; `PUT /held` reports the
+/// request head as soon as it has it, then reads the [`UPLOAD`] body and answers.
+async fn held_backend(
+    head_seen: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    go: Arc<tokio::sync::Notify>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (head_seen, go) = (head_seen.clone(), go.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    if head.starts_with("GET /held") {
+                        let h = b"HTTP/1.1 200 OK\r\ncontent-length: 65536\r\n\r\n";
+                        if s.write_all(h).await.is_err() {
+                            return;
+                        }
+                        let _ = head_seen.send("response head sent");
+                        go.notified().await;
+                        if s.write_all(&[7u8; 65536]).await.is_err() {
+                            return;
+                        }
+                    } else if head.starts_with("PUT /held") {
+                        let _ = head_seen.send("request head received");
+                        while buf.len() < UPLOAD {
+                            let Ok(n) = s.read(&mut chunk).await else {
+                                return;
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        buf.drain(..UPLOAD);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+/// Read from `s` until `buf` holds `want` bytes, within 10 s.
+async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, want: usize, what: &str) {
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        while buf.len() < want {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "{what}: the connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+            if want == usize::MAX && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within 10 s"));
+}
+
+/// A head the forwarding loop writes with `MSG_MORE` (its body will be spliced) must not wait
+/// for the body: a backend that sends the head of a 64 KiB answer and then stalls, and a client
+/// that sends the head of a 256 KiB upload and then waits, both see the other's head first.
+///
+/// Order alone cannot tell: the kernel releases corked data after 200 ms by itself. The loop
+/// pushes the head after 1 ms of silence from the body's source, so each head must arrive
+/// within `HEAD_BOUND`, half the kernel's ceiling (measured here without the push: ~200 ms each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_is_not_held_back_until_its_spliced_body_flows() {
+    let (tx, mut head_seen) = tokio::sync::mpsc::unbounded_channel();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let (url, backend) = held_backend(tx, go.clone()).await;
+    let (sidecar, _) = sc::start(&sc::flags(&[], &[url])).await;
+    sc::all_up(&sidecar).await;
+    let addr = sidecar.local_addr();
+
+    const HEAD_BOUND: Duration = Duration::from_millis(100);
+    // An answer's head, its body stalled at the backend.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let sent = std::time::Instant::now();
+    c.write_all(b"GET /held HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, usize::MAX, "the answer's head").await;
+    let waited = sent.elapsed();
+    assert!(
+        waited < HEAD_BOUND,
+        "the answer's head came after {waited:?}"
+    );
+    assert_eq!(head_seen.recv().await, Some("response head sent"));
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body_start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    go.notify_one();
+    read_until(&mut c, &mut got, body_start + 65536, "the answer's body").await;
+    assert!(got[body_start..].iter().all(|&b| b == 7));
+
+    // An upload's head, its body held back by the client until the backend has the head.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT /held HTTP/1.1\r\nhost: x\r\ncontent-length: {UPLOAD}\r\n\r\n");
+    let sent = std::time::Instant::now();
+    c.write_all(head.as_bytes()).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), head_seen.recv()).await;
+    assert_eq!(seen, Ok(Some("request head received")), "the upload's head");
+    let waited = sent.elapsed();
+    assert!(
+        waited < HEAD_BOUND,
+        "the upload's head came after {waited:?}"
+    );
+    c.write_all(&vec![9u8; UPLOAD]).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, usize::MAX, "the upload's answer").await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    sidecar.shutdown().await;
+    backend.abort();
+}

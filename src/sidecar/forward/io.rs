@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use rustix::net::SendFlags;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
@@ -198,6 +199,16 @@ impl Pipe {
     }
 }
 
+/// How long a head written with [`send_more`] may wait for the first bytes of its body.
+const HOLD_MAX: Duration = Duration::from_millis(1);
+
+/// Send what `dst` holds from a [`send_more`] now. Setting TCP_NODELAY (on already for every
+/// socket of the sidecar) pushes the socket's pending data.
+fn push(dst: &TcpStream, held: &mut bool) -> Result<(), RelayError> {
+    *held = false;
+    dst.set_nodelay(true).map_err(RelayError::Write)
+}
+
 /// Move exactly `n` bytes from `src` to `dst` through `pipe`, kernel to kernel.
 async fn splice_exact(
     src: &TcpStream,
@@ -208,10 +219,20 @@ async fn splice_exact(
 ) -> Result<(), RelayError> {
     let (pr, pw, cap) = pipe.get().map_err(RelayError::Read)?;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    // Data written before with `MSG_MORE` waits for the first spliced bytes, for at most
+    // `HOLD_MAX`: then it is sent alone, not held for as long as the source is silent.
+    let mut held = true;
     while n > 0 {
         // Socket → pipe.
         let want = usize::try_from(n).unwrap_or(usize::MAX).min(cap);
         let got = loop {
+            if held
+                && tokio::time::timeout(HOLD_MAX, src.readable())
+                    .await
+                    .is_err()
+            {
+                push(dst, &mut held)?;
+            }
             match tokio::time::timeout(idle, src.readable()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(RelayError::Read(e)),
@@ -226,6 +247,7 @@ async fn splice_exact(
                 Err(e) => return Err(RelayError::Read(e)),
             }
         };
+        held = false;
         n -= got as u64;
         // Pipe → socket, all of it (the pipe must be empty before the next read into it).
         let mut left = got;
@@ -242,6 +264,58 @@ async fn splice_exact(
         }
     }
     Ok(())
+}
+
+/// Whether a body of `len` bytes (after what came with the head) from `src` to `dst` is
+/// spliced: long enough, and both sides plain TCP.
+pub fn will_splice(len: u64, src: Option<&TcpStream>, dst: Option<&TcpStream>) -> bool {
+    len >= SPLICE_MIN && src.is_some() && dst.is_some()
+}
+
+/// Write all of `data` with `MSG_MORE`: the kernel holds it and sends it in the same segments
+/// as what is written next (here: the first spliced body bytes), instead of in a small segment
+/// of its own that costs the receiver a wake-up and a read. Whatever follows must be written
+/// without the flag, or the socket closed, for the data to leave; [`splice_exact`] pushes it
+/// explicitly when the body's source is not ready at once.
+pub async fn send_more(tcp: &TcpStream, data: &[u8]) -> io::Result<()> {
+    let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+    let mut sent = 0;
+    while sent < data.len() {
+        tcp.writable().await?;
+        match tcp.try_io(Interest::WRITABLE, || {
+            rustix::net::send(tcp, &data[sent..], flags).map_err(io::Error::from)
+        }) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Write `head`, followed by the body bytes already read into `buf` (at most `body_len`), in
+/// one call, and return how many body bytes went with it; with `MSG_MORE` ([`send_more`]) when
+/// the rest will be spliced (`src` is the body's source).
+pub async fn write_head<D: Stream>(
+    dst: &mut D,
+    head: &mut Vec<u8>,
+    buf: &mut Buf,
+    body_len: u64,
+    src: Option<&TcpStream>,
+) -> io::Result<u64> {
+    let first = buf
+        .len()
+        .min(usize::try_from(body_len).unwrap_or(usize::MAX));
+    head.extend_from_slice(&buf.filled()[..first]);
+    buf.consume(first);
+    match dst.tcp() {
+        Some(tcp) if will_splice(body_len - first as u64, src, Some(tcp)) => {
+            send_more(tcp, head).await?
+        }
+        _ => dst.write_all(head).await?,
+    }
+    Ok(first as u64)
 }
 
 /// How a relayed body is written.
@@ -272,13 +346,18 @@ pub async fn relay<S: Stream, D: Stream>(
             // What was read with the head first.
             let first = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             if first > 0 {
-                dst.write_all(&buf.filled()[..first])
-                    .await
-                    .map_err(RelayError::Write)?;
+                let bytes = &buf.filled()[..first];
+                match dst.tcp() {
+                    Some(d) if will_splice(left - first as u64, src.tcp(), Some(d)) => {
+                        send_more(d, bytes).await
+                    }
+                    _ => dst.write_all(bytes).await,
+                }
+                .map_err(RelayError::Write)?;
                 buf.consume(first);
                 left -= first as u64;
             }
-            if left >= SPLICE_MIN && src.tcp().is_some() && dst.tcp().is_some() {
+            if will_splice(left, src.tcp(), dst.tcp()) {
                 dst.flush().await.map_err(RelayError::Write)?;
                 if let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) {
                     splice_exact(s, d, pipe, left, idle).await?;

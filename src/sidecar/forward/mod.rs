@@ -36,7 +36,7 @@ use http::Method;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use self::io::{relay, Buf, Output, Pipe, RelayError, Stream};
+use self::io::{relay, send_more, will_splice, write_head, Buf, Output, Pipe, RelayError, Stream};
 use self::parse::{Class, Framing, HeadError, RequestHead, ResponseHead};
 use self::pool::Backend;
 use super::console::TraceRecord;
@@ -721,7 +721,18 @@ impl<C: Stream> Conn<C> {
                 }
             }
             None => {
-                if let Err(e) = conn.write_all(&self.wbuf).await {
+                // A body to splice: the head leaves with its first bytes (`send_more`).
+                let rest = match framing {
+                    Framing::Length(n) => n.saturating_sub((self.rbuf.len() - head_len) as u64),
+                    _ => 0,
+                };
+                let written = match conn.tcp() {
+                    Some(tcp) if will_splice(rest, self.client.tcp(), Some(tcp)) => {
+                        send_more(tcp, &self.wbuf).await
+                    }
+                    _ => conn.write_all(&self.wbuf).await,
+                };
+                if let Err(e) = written {
                     return sent_error(e, reused, true);
                 }
                 // The body streams: from here on the request cannot be sent again.
@@ -929,9 +940,32 @@ impl<C: Stream> Conn<C> {
                 return Sent { keep: true, tx };
             }
         }
-        if self.client.write_all(&self.wbuf).await.is_err() {
-            return Sent { keep: false, tx };
-        }
+        // The head, with the body bytes that came with it (when the length is known).
+        let framing = match framing {
+            Framing::Length(n) => {
+                match write_head(
+                    &mut self.client,
+                    &mut self.wbuf,
+                    &mut self.bbuf,
+                    n,
+                    conn.tcp(),
+                )
+                .await
+                {
+                    Ok(first) => {
+                        tx += first;
+                        Framing::Length(n - first)
+                    }
+                    Err(_) => return Sent { keep: false, tx },
+                }
+            }
+            other => {
+                if self.client.write_all(&self.wbuf).await.is_err() {
+                    return Sent { keep: false, tx };
+                }
+                other
+            }
+        };
         let output = if dechunk {
             Output::Dechunk
         } else {
