@@ -320,13 +320,19 @@ pub extern "C" fn sidekick_balancer_endpoints(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ffi::try_take;
     use std::ptr::null_mut;
 
     fn new_unprobed() -> *mut sidekick_balancer {
-        let sites = [c"http://127.0.0.1:{10001...10002}".as_ptr()];
+        unprobed(c"http://127.0.0.1:{10001...10002}")
+    }
+
+    /// A balancer over one site, `spec`, with probes off (its endpoints start up), built
+    /// through the C entry point.
+    pub(crate) fn unprobed(spec: &std::ffi::CStr) -> *mut sidekick_balancer {
+        let sites = [spec.as_ptr()];
         let mut b = null_mut();
         let st = sidekick_balancer_new_from_config(
             sites.as_ptr(),

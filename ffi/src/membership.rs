@@ -143,7 +143,7 @@ mod tests {
     use super::*;
     use std::ptr::null_mut;
 
-    use crate::balancer::{sidekick_balancer_free, sidekick_balancer_new_from_config};
+    use crate::balancer::sidekick_balancer_free;
     use crate::endpoints::{
         sidekick_endpoint_list_count, sidekick_endpoint_list_free, sidekick_endpoint_list_url,
     };
@@ -181,16 +181,7 @@ mod tests {
     #[test]
     fn changes_and_refusals_through_the_c_functions() {
         use sidekick_status::*;
-        let sites = [c"http://127.0.0.1:10101".as_ptr()];
-        let mut b = null_mut();
-        let st = sidekick_balancer_new_from_config(
-            sites.as_ptr(),
-            1,
-            c"health_check=off; worker_threads=1".as_ptr(),
-            &mut b,
-            null_mut(),
-        );
-        assert_eq!(st, SIDEKICK_STATUS_OK);
+        let b = crate::balancer::tests::unprobed(c"http://127.0.0.1:10101");
         let add = |url: &std::ffi::CStr| {
             status_and_message(|e| sidekick_balancer_add_endpoint(b, 0, url.as_ptr(), e))
         };

@@ -51,7 +51,8 @@ use crate::{Lease, Outcome};
 /// Request bodies up to this size are read whole before the first attempt, so an idempotent
 /// request can be sent again (the engine's `retry_buffer`, 64 KiB by default, caps it too).
 const REPLAY_MAX: u64 = 64 * 1024;
-/// An answer body up to this size that arrived with its head is written in the same call.
+/// A request body read whole and up to this size is written in the same call as its head (an
+/// answer body that came with its head always is: `write_head`).
 const INLINE_MAX: usize = 16 * 1024;
 
 /// Everything one client connection keeps between requests.
@@ -922,25 +923,8 @@ impl<C: Stream> Conn<C> {
             return Sent { keep: false, tx };
         }
 
-        // A small body that came with the head goes out in the same write.
-        if let Framing::Length(n) = framing {
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
-            if n <= INLINE_MAX && self.bbuf.len() >= n {
-                self.wbuf.extend_from_slice(&self.bbuf.filled()[..n]);
-                self.bbuf.consume(n);
-                tx += n as u64;
-                if self.client.write_all(&self.wbuf).await.is_err() {
-                    return Sent { keep: false, tx };
-                }
-                let clean = self.bbuf.is_empty();
-                if reusable_head && clean {
-                    gen.connect.checkin(id, conn);
-                }
-                self.bbuf.clear();
-                return Sent { keep: true, tx };
-            }
-        }
-        // The head, with the body bytes that came with it (when the length is known).
+        // The head, with the body bytes that came with it when the length is known (a small
+        // body read with the head goes out whole in this one write; the relay then has none left).
         let framing = match framing {
             Framing::Length(n) => {
                 match write_head(
