@@ -59,7 +59,7 @@ use crate::options::{self, Value};
 use crate::outcome::{Classes, StatusSet};
 use crate::policy;
 use crate::retry::{Budget, Hedging};
-use crate::site::{Member, Site, SiteLink};
+use crate::site::{Member, Site, SiteLink, SiteState};
 use crate::spillover;
 use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
@@ -99,6 +99,10 @@ pub(crate) struct Core {
     probe_cfg: Arc<ProbeConfig>,
     /// The sites in order; replaced whole when a site is added or removed.
     pub(crate) sites: ArcSwap<Vec<Arc<Site>>>,
+    /// What a pick reads: every site with its available list, in order (see [`PickView`]).
+    view: ArcSwap<PickView>,
+    /// Serialises rebuilds of `view` (never taken on the request path).
+    view_lock: Mutex<()>,
     /// Serialises membership changes (see [`membership`](crate::membership)); never taken on
     /// the request path.
     pub(crate) changing: Mutex<()>,
@@ -356,7 +360,25 @@ impl Core {
     /// and [`Core::reshare`] once it is released.
     pub(crate) fn publish(&self, site: &Site, endpoints: Vec<Arc<Endpoint>>) {
         site.publish(endpoints);
+        self.refresh_view();
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Build the pick view again from the sites' stored states. Call after every change of the
+    /// site list or of a site's state (every path that stores one comes here afterwards).
+    ///
+    /// Rebuilds are serialised and each reads the states as they are when it runs, so the last
+    /// rebuild after a change includes it, whichever thread stored it.
+    pub(crate) fn refresh_view(&self) {
+        let _g = self.view_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let sites = self.sites.load();
+        let view = PickView {
+            sites: sites
+                .iter()
+                .map(|site| (site.clone(), site.state.load_full()))
+                .collect(),
+        };
+        self.view.store(Arc::new(view));
     }
 
     /// The available list of site `si` again, after an endpoint's standing changed. Call after
@@ -371,6 +393,7 @@ impl Core {
     fn republish(&self, site: &Arc<Site>) {
         if site.state.load().endpoints.len() <= REBUILD_INLINE_MAX {
             site.republish();
+            self.refresh_view();
             self.notify();
             return;
         }
@@ -384,6 +407,7 @@ impl Core {
             tokio::time::sleep(REBUILD_SPACING).await;
             if let Some(core) = weak.upgrade() {
                 site.run_deferred();
+                core.refresh_view();
                 core.notify();
             }
         });
@@ -412,13 +436,17 @@ impl Core {
     pub(crate) fn pick(&self, exclude: &[EndpointId]) -> Result<Lease, Error> {
         // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
-        let sites = self.sites.load();
+        // One lock-free load for the sites and their lists together.
+        let view = self.view.load();
+        let sites = &view.sites;
         if self.cfg.site_spillover && sites.len() > 1 {
-            let healths = site_healths(&sites, self.cfg.overprovisioning);
+            let healths = sites
+                .iter()
+                .map(|(_, st)| site_health(st, self.cfg.overprovisioning));
             let drawn = spillover::draw(healths, crate::random::f64());
             if let Some(lease) = drawn
                 .and_then(|si| sites.get(si))
-                .and_then(|site| self.pick_in(site, now, exclude))
+                .and_then(|(site, st)| self.pick_in(site, st, now, exclude))
             {
                 return Ok(lease);
             }
@@ -426,14 +454,20 @@ impl Core {
         // All-or-nothing: the first site that has an endpoint to give.
         sites
             .iter()
-            .find_map(|site| self.pick_in(site, now, exclude))
+            .find_map(|(site, st)| self.pick_in(site, st, now, exclude))
             .ok_or_else(Error::no_endpoint)
     }
 
-    /// A lease on an endpoint of `site` chosen by the policy, if the site has one to give.
-    fn pick_in(&self, site: &Site, now: u64, exclude: &[EndpointId]) -> Option<Lease> {
+    /// A lease on an endpoint of `site` (whose available list is `st`'s) chosen by the policy,
+    /// if the site has one to give.
+    fn pick_in(
+        &self,
+        site: &Site,
+        st: &SiteState,
+        now: u64,
+        exclude: &[EndpointId],
+    ) -> Option<Lease> {
         let ledger = &*self.ledger;
-        let st = site.state.load();
         if st.available.is_empty() {
             return None;
         }
@@ -938,6 +972,8 @@ impl Balancer {
             probe_cfg: Arc::new(cfg.probe.clone()),
             cfg,
             sites: ArcSwap::from_pointee(parsed),
+            view: ArcSwap::from_pointee(PickView::default()),
+            view_lock: Mutex::new(()),
             changing: Mutex::new(()),
             cancel,
             changed,
@@ -1054,8 +1090,20 @@ impl Balancer {
 
 /// Each site's health for graded spill-over, in order (see `spillover`).
 fn site_healths(sites: &[Arc<Site>], factor: f64) -> impl Iterator<Item = f64> + Clone + '_ {
-    sites.iter().map(move |site| {
-        let st = site.state.load();
-        spillover::health(st.available.len(), st.endpoints.len(), factor)
-    })
+    sites
+        .iter()
+        .map(move |site| site_health(&site.state.load(), factor))
+}
+
+/// A site's health for graded spill-over (see `spillover`).
+fn site_health(st: &SiteState, factor: f64) -> f64 {
+    spillover::health(st.available.len(), st.endpoints.len(), factor)
+}
+
+/// What a pick reads, in one lock-free load: the sites in order, each with its available list
+/// as last published. Rebuilt (by [`Core::refresh_view`]) on every change of either, which are
+/// rare next to picks: one load per pick instead of one for the site list and one per site.
+#[derive(Default)]
+struct PickView {
+    sites: Vec<(Arc<Site>, Arc<SiteState>)>,
 }

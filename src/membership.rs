@@ -247,10 +247,12 @@ impl Core {
         next.push(site.clone());
         // In the list before its members are enlisted: a DNS task reports to a listed site.
         self.sites.store(Arc::new(next));
+        self.refresh_view();
         match self.reshape(&site, targets) {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.sites.store(before);
+                self.refresh_view();
                 site.cancel.cancel();
                 Err(e)
             }
@@ -264,6 +266,7 @@ impl Core {
         let mut next = Vec::clone(&before);
         let site = next.remove(index);
         self.sites.store(Arc::new(next.clone()));
+        self.refresh_view();
         for (i, s) in next.iter().enumerate() {
             s.link.set_index(i);
         }
