@@ -777,6 +777,62 @@ async fn sidekick_threads_in_range_serves() {
     assert_eq!(get(sk.addr, "/k", WAIT).await.status(), 200);
 }
 
+/// The sidecar's extra event loops (threads named `sidekick-io-N`; the first loop is the main
+/// thread) with the CPU time each has run so far, in ns (`/proc/PID/task/*/schedstat`).
+fn event_loops(pid: u32) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the sidecar's threads");
+    let mut loops: Vec<(String, u64)> = tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let name = name.trim();
+            let ran = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let ran = ran.split_whitespace().next()?.parse().ok()?;
+            name.starts_with("sidekick-io-")
+                .then(|| (name.to_string(), ran))
+        })
+        .collect();
+    loops.sort();
+    loops
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_per_core_spreads_connections_over_every_loop() {
+    let b = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start_env(&[], &[b.url()], &[("SIDEKICK_THREADS", "3")]).await;
+    let before = event_loops(sk.proc.pid());
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["sidekick-io-1", "sidekick-io-2"],
+        "3 loops: main + 2"
+    );
+    // New connections are spread by the kernel over the loops' listeners (SO_REUSEPORT, by a
+    // hash of the address pair): 60 of them leave no loop out but with odds of 3 x (2/3)^60.
+    for i in 0..60 {
+        assert_eq!(get(sk.addr, &format!("/k{i}"), WAIT).await.status(), 200);
+    }
+    let after = event_loops(sk.proc.pid());
+    for ((name, t0), (_, t1)) in before.iter().zip(&after) {
+        // An idle loop sleeps in epoll_wait and runs not at all; one that served ran.
+        assert!(
+            t1 > t0,
+            "{name} served none of 60 connections ({t0} -> {t1} ns)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_one_event_loop_per_usable_cpu() {
+    let b = RawBackend::start(Mode::Normal).await;
+    // Empty is unset (and overrides any value this test process inherited).
+    let sk = Sidekick::start_env(&[], &[b.url()], &[("SIDEKICK_THREADS", "")]).await;
+    // The child inherits this process's affinity and cgroup, so it counts the same CPUs.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(event_loops(sk.proc.pid()).len(), cpus - 1, "{cpus} CPUs");
+    assert_eq!(get(sk.addr, "/k", WAIT).await.status(), 200);
+}
+
 #[test]
 fn bad_flag_values_are_usage_errors() {
     let site = "http://127.0.0.1:1";

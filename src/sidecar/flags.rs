@@ -109,7 +109,9 @@ pub struct Config {
     /// `--overprovisioning` (ours): with `--site-spillover`, the factor a site's healthy share
     /// is multiplied by.
     pub overprovisioning: f64,
-    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag; 1 by default): each thread runs its
+    /// Event-loop threads (`SIDEKICK_THREADS`, not a flag: 1 as parsed; the sidecar's `main` sets
+    /// it from the variable, by default one per CPU the process may use, see
+    /// [`default_threads`](super::default_threads)): each thread runs its
     /// own listening socket on the address (`SO_REUSEPORT`) and its own connections.
     pub threads: usize,
     /// The SITE arguments, in order (with `--sites-file`: the file's, once read).
