@@ -226,6 +226,10 @@ async fn accept_loop(
     conns: TaskTracker,
     slots: Arc<Semaphore>,
 ) {
+    // A token of this loop's own for its connections, cancelled with `stop`: each connection
+    // checks it and waits on it between requests, and a token's state sits behind a lock. One
+    // per event loop keeps that lock on one thread instead of bouncing it between cores.
+    let stop = stop.child_token();
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,

@@ -23,6 +23,7 @@
 //! path per connection.
 
 pub mod chunked;
+pub mod deadline;
 pub mod io;
 pub mod parse;
 pub mod pool;
@@ -36,6 +37,7 @@ use http::Method;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use self::deadline::Deadline;
 use self::io::{relay, send_more, will_splice, write_head, Buf, Output, Pipe, RelayError, Stream};
 use self::parse::{Class, Framing, HeadError, RequestHead, ResponseHead};
 use self::pool::Backend;
@@ -78,6 +80,10 @@ struct Conn<C> {
     req_minor: u8,
     /// Request body bytes streamed to the backend (when not known from the head).
     rx_body: u64,
+    /// Bounds the wait for the next request head (`header_timeout`).
+    head_wait: Deadline,
+    /// Bounds the wait for a backend's answer head (`response_timeout`).
+    answer_wait: Deadline,
 }
 
 /// Serve one client connection until it closes, fails, or the server drains.
@@ -89,6 +95,11 @@ pub async fn serve<C: Stream>(
     stop: CancellationToken,
 ) {
     let ip = shared.client_ip(peer.ip()).to_string();
+    let now = tokio::time::Instant::now();
+    let (head_wait, answer_wait) = (
+        Deadline::new(now + limits.header_timeout),
+        Deadline::new(now + shared.response_timeout),
+    );
     let mut c = Conn {
         client,
         peer,
@@ -104,6 +115,8 @@ pub async fn serve<C: Stream>(
         texts: Texts::default(),
         req_minor: 1,
         rx_body: 0,
+        head_wait,
+        answer_wait,
     };
     loop {
         if !c.next_head(&stop).await {
@@ -215,7 +228,8 @@ impl<C: Stream> Conn<C> {
     /// Read and parse the next request head. False: the connection is done (closed, timed
     /// out, refused: a refusal was answered already).
     async fn next_head(&mut self, stop: &CancellationToken) -> bool {
-        let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
+        self.head_wait
+            .set(tokio::time::Instant::now() + self.limits.header_timeout);
         // How far the buffer was searched for the end of the head: a head trickling in a
         // byte at a time is searched once in all, not once per byte.
         let mut searched = 0usize;
@@ -252,10 +266,11 @@ impl<C: Stream> Conn<C> {
                 return false;
             }
             let idle = self.rbuf.is_empty();
-            let read = tokio::time::timeout_at(deadline, self.rbuf.fill(&mut self.client, 4096));
+            let read = self.head_wait.bound(self.rbuf.fill(&mut self.client, 4096));
             let n = if idle {
                 // Between requests a drain closes the connection at once.
                 tokio::select! {
+                    biased;
                     _ = stop.cancelled() => return false,
                     r = read => r,
                 }
@@ -796,7 +811,7 @@ impl<C: Stream> Conn<C> {
         may_be_stale: bool,
     ) -> Result<(), (Outcome, String, bool)> {
         self.bbuf.clear();
-        let deadline = tokio::time::Instant::now() + wait;
+        self.answer_wait.set(tokio::time::Instant::now() + wait);
         loop {
             match parse::parse_response(self.bbuf.filled(), &mut self.resp) {
                 Ok(Some(())) => {
@@ -819,7 +834,7 @@ impl<C: Stream> Conn<C> {
             if self.bbuf.len() >= self.limits.max_header_bytes {
                 return Err((Outcome::Failed, "response head too large".into(), false));
             }
-            match tokio::time::timeout_at(deadline, self.bbuf.fill(conn, 8192)).await {
+            match self.answer_wait.bound(self.bbuf.fill(conn, 8192)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(r) => {
                     let stale = may_be_stale && self.bbuf.is_empty();
