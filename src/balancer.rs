@@ -63,6 +63,7 @@ use crate::site::{Member, Site, SiteLink, SiteState};
 use crate::spillover;
 use crate::target::{self, Target};
 use crate::transport::{self, ServerNames};
+use crate::view::{PickView, Published};
 
 // Where the rest of the crate has always found these.
 pub use crate::config::HostPolicy;
@@ -99,10 +100,8 @@ pub(crate) struct Core {
     probe_cfg: Arc<ProbeConfig>,
     /// The sites in order; replaced whole when a site is added or removed.
     pub(crate) sites: ArcSwap<Vec<Arc<Site>>>,
-    /// What a pick reads: every site with its available list, in order (see [`PickView`]).
-    view: ArcSwap<PickView>,
-    /// Serialises rebuilds of `view` (never taken on the request path).
-    view_lock: Mutex<()>,
+    /// What a pick reads: every site with its available list, in order (see [`view`]).
+    view: Published,
     /// Serialises membership changes (see [`membership`](crate::membership)); never taken on
     /// the request path.
     pub(crate) changing: Mutex<()>,
@@ -367,18 +366,17 @@ impl Core {
     /// Build the pick view again from the sites' stored states. Call after every change of the
     /// site list or of a site's state (every path that stores one comes here afterwards).
     ///
-    /// Rebuilds are serialised and each reads the states as they are when it runs, so the last
-    /// rebuild after a change includes it, whichever thread stored it.
+    /// See [`Published::rebuild`]: the last rebuild after a change includes it, whichever
+    /// thread stored it.
     pub(crate) fn refresh_view(&self) {
-        let _g = self.view_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let sites = self.sites.load();
-        let view = PickView {
-            sites: sites
+        self.view.rebuild(|| PickView {
+            sites: self
+                .sites
+                .load()
                 .iter()
                 .map(|site| (site.clone(), site.state.load_full()))
                 .collect(),
-        };
-        self.view.store(Arc::new(view));
+        });
     }
 
     /// The available list of site `si` again, after an endpoint's standing changed. Call after
@@ -436,8 +434,11 @@ impl Core {
     pub(crate) fn pick(&self, exclude: &[EndpointId]) -> Result<Lease, Error> {
         // One precise read: it dates the lease (for its latency) and drives the decay.
         let now = self.now_ns();
-        // One lock-free load for the sites and their lists together.
-        let view = self.view.load();
+        // The sites and their lists together, from this thread's copy when current.
+        self.view.with(|view| self.pick_from(view, now, exclude))
+    }
+
+    fn pick_from(&self, view: &PickView, now: u64, exclude: &[EndpointId]) -> Result<Lease, Error> {
         let sites = &view.sites;
         if self.cfg.site_spillover && sites.len() > 1 {
             let healths = sites
@@ -949,14 +950,13 @@ impl Balancer {
         };
         let ledger = Arc::new(Ledger {
             clock,
-            load_cfg: LoadConfig {
-                decay_ns: cfg.ewma_decay.as_nanos() as f64,
-                default_rtt_ns: cfg.default_rtt.as_nanos() as f64,
-                penalty_ns: cfg.failure_penalty.as_nanos() as f64,
-                slow_start_ns: cfg
-                    .slow_start
+            load_cfg: LoadConfig::new(
+                cfg.ewma_decay.as_nanos() as f64,
+                cfg.default_rtt.as_nanos() as f64,
+                cfg.failure_penalty.as_nanos() as f64,
+                cfg.slow_start
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            },
+            ),
             classes: Classes {
                 failure: StatusSet::new(&cfg.failure_statuses),
                 eject: StatusSet::new(&cfg.eject.statuses),
@@ -972,8 +972,7 @@ impl Balancer {
             probe_cfg: Arc::new(cfg.probe.clone()),
             cfg,
             sites: ArcSwap::from_pointee(parsed),
-            view: ArcSwap::from_pointee(PickView::default()),
-            view_lock: Mutex::new(()),
+            view: Published::new(),
             changing: Mutex::new(()),
             cancel,
             changed,
@@ -1098,12 +1097,4 @@ fn site_healths(sites: &[Arc<Site>], factor: f64) -> impl Iterator<Item = f64> +
 /// A site's health for graded spill-over (see `spillover`).
 fn site_health(st: &SiteState, factor: f64) -> f64 {
     spillover::health(st.available.len(), st.endpoints.len(), factor)
-}
-
-/// What a pick reads, in one lock-free load: the sites in order, each with its available list
-/// as last published. Rebuilt (by [`Core::refresh_view`]) on every change of either, which are
-/// rare next to picks: one load per pick instead of one for the site list and one per site.
-#[derive(Default)]
-struct PickView {
-    sites: Vec<(Arc<Site>, Arc<SiteState>)>,
 }

@@ -13,7 +13,7 @@ use http::uri::{Authority, Scheme};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::failover::{Health, Standing, StandingCell, Step, Trial};
+use crate::failover::{Health, Signal, Standing, StandingCell, Step, Trial};
 use crate::load::{Load, LoadConfig};
 use crate::outcome::{Classes, Outcome};
 use crate::policy::Candidate;
@@ -90,7 +90,8 @@ pub struct EndpointInfo {
 
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub(crate) requests: AtomicU64,
+    /// Requests that ended cancelled: the `requests` statistic is the load's ends less these.
+    pub(crate) cancelled: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) ejections: AtomicU64,
 }
@@ -166,14 +167,13 @@ impl Endpoint {
     /// May a request be sent here now? Up and not ejected, or ejected with its trial due.
     #[inline]
     pub(crate) fn pickable(&self) -> bool {
-        self.standing.load().pickable()
+        self.standing.pickable()
     }
 
     /// Take the endpoint for one request; fails only when it is a trial someone else took.
     #[inline]
     pub(crate) fn acquire(&self) -> bool {
-        let s = self.standing.load();
-        if !s.ejected {
+        if !self.standing.ejected() {
             return true;
         }
         self.standing.apply(Standing::claim).is_some()
@@ -220,19 +220,23 @@ impl Endpoint {
         let eject_after = ledger.eject_after;
         // Most requests leave the standing as it is (a success on an endpoint in rotation):
         // decide on one read, and only write, by compare-and-swap, when the rules change it.
-        let seen = self.standing.load();
-        let (next, step) = seen.finished(signal, eject_after);
-        let step = if next == seen {
-            step
+        let step = if signal == (Signal::Plain { failed: false }) && self.standing.settled() {
+            None
         } else {
-            self.standing
-                .apply(|s| Some(s.finished(signal, eject_after).0))
-                .and_then(|(old, _)| old.finished(signal, eject_after).1)
+            let seen = self.standing.load();
+            let (next, step) = seen.finished(signal, eject_after);
+            if next == seen {
+                step
+            } else {
+                self.standing
+                    .apply(|s| Some(s.finished(signal, eject_after).0))
+                    .and_then(|(old, _)| old.finished(signal, eject_after).1)
+            }
         };
         if outcome == Outcome::Cancelled {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let seed = self.site.load.seed(&ledger.load_cfg);
         if signal.failed() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +281,11 @@ impl Endpoint {
             state: self.state(),
             inflight: self.load.inflight(),
             latency,
-            requests: self.stats.requests.load(Ordering::Relaxed),
+            requests: {
+                // Cancellations first, as the ends they are part of happened before them.
+                let cancelled = self.stats.cancelled.load(Ordering::Relaxed);
+                self.load.ended().saturating_sub(cancelled)
+            },
             failures: self.stats.failures.load(Ordering::Relaxed),
             ejections: self.stats.ejections.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
@@ -294,6 +302,6 @@ impl Candidate for Arc<Endpoint> {
 
     #[inline]
     fn wants_trial(&self) -> bool {
-        self.standing.load().wants_trial()
+        self.standing.wants_trial()
     }
 }

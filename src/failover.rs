@@ -198,8 +198,9 @@ impl Standing {
         }
     }
 
-    /// An ejected endpoint whose trial is due.
-    #[inline]
+    /// An ejected endpoint whose trial is due (the request path asks the cell, see
+    /// [`StandingCell::wants_trial`]).
+    #[cfg(test)]
     pub(crate) fn wants_trial(self) -> bool {
         self.ejected && self.trial == Trial::Ready
     }
@@ -321,7 +322,7 @@ impl Standing {
     }
 
     // Packing into one word: fail_run in bits 0-31, streak in 32-47, health in 48-49, trial in
-    // 50-51, ejected in 52.
+    // 50-51, ejected in 52 (the masks below name the fields the request path reads).
 
     fn pack(self) -> u64 {
         let health = match self.health {
@@ -360,6 +361,14 @@ impl Standing {
     }
 }
 
+/// `fail_run` and `streak` in a packed [`Standing`].
+const RUN_BITS: u64 = (1 << 48) - 1;
+const HEALTH_BITS: u64 = 3 << 48;
+const HEALTH_UP: u64 = 1 << 48;
+const TRIAL_BITS: u64 = 3 << 50;
+const TRIAL_READY: u64 = 1 << 50;
+const EJECTED: u64 = 1 << 52;
+
 /// One endpoint's [`Standing`], in one atomic word: read without a lock, changed by
 /// compare-and-swap.
 #[derive(Debug)]
@@ -373,6 +382,40 @@ impl StandingCell {
     #[inline]
     pub(crate) fn load(&self) -> Standing {
         Standing::unpack(self.0.load(Ordering::Acquire))
+    }
+
+    // The request path's questions, answered from the word's bits without unpacking it (see
+    // `Standing::pack` for the layout); a test holds each to its `Standing` counterpart.
+
+    /// [`Standing::pickable`].
+    #[inline]
+    pub(crate) fn pickable(&self) -> bool {
+        let w = self.0.load(Ordering::Acquire);
+        if w & EJECTED != 0 {
+            w & TRIAL_BITS == TRIAL_READY
+        } else {
+            w & HEALTH_BITS == HEALTH_UP
+        }
+    }
+
+    /// [`Standing::wants_trial`].
+    #[inline]
+    pub(crate) fn wants_trial(&self) -> bool {
+        self.0.load(Ordering::Acquire) & (EJECTED | TRIAL_BITS) == EJECTED | TRIAL_READY
+    }
+
+    /// `Standing::ejected`.
+    #[inline]
+    pub(crate) fn ejected(&self) -> bool {
+        self.0.load(Ordering::Acquire) & EJECTED != 0
+    }
+
+    /// In rotation with no run under way (no ejecting statuses in a row, no ejections in a
+    /// row): a plain success leaves such a standing as it is, with nothing to do
+    /// ([`Standing::finished`]) — the common case, decided on one load.
+    #[inline]
+    pub(crate) fn settled(&self) -> bool {
+        self.0.load(Ordering::Acquire) & (EJECTED | RUN_BITS) == 0
     }
 
     /// Apply `rule` atomically; returns the standing it was applied to and the one it made, or
@@ -404,6 +447,39 @@ impl StandingCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_answers_as_the_standing_does() {
+        let mut seen = 0;
+        for health in [Health::Unknown, Health::Up, Health::Down] {
+            for trial in [Trial::None, Trial::Ready, Trial::Claimed] {
+                for ejected in [false, true] {
+                    for (streak, fail_run) in [(0, 0), (1, 0), (0, 1), (u16::MAX, u32::MAX)] {
+                        let s = Standing {
+                            health,
+                            ejected,
+                            trial,
+                            streak,
+                            fail_run,
+                        };
+                        let cell = StandingCell::new(s);
+                        assert_eq!(cell.load(), s);
+                        assert_eq!(cell.pickable(), s.pickable(), "{s:?}");
+                        assert_eq!(cell.wants_trial(), s.wants_trial(), "{s:?}");
+                        assert_eq!(cell.ejected(), s.ejected, "{s:?}");
+                        if cell.settled() {
+                            seen += 1;
+                            let (next, step) = s.finished(Signal::Plain { failed: false }, 3);
+                            assert_eq!((next, step), (s, None), "{s:?}");
+                        } else {
+                            assert!(s.ejected || s.streak != 0 || s.fail_run != 0, "{s:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, 9, "every health and trial with no run, not ejected");
+    }
 
     #[test]
     fn bound_keeps_the_last_endpoint_and_the_share() {

@@ -85,17 +85,21 @@ impl Lease {
     pub fn finish(mut self, outcome: Outcome) {
         let now = self.ep.ledger.clock.now();
         self.done = true;
-        let latency = now.saturating_sub(self.start_ns) as f64;
+        // Through i64: one instruction to f64 where a u64 takes five (2^63 ns is 292 years).
+        let latency = now.saturating_sub(self.start_ns).min(i64::MAX as u64) as i64 as f64;
         self.ep.finish(outcome, latency, now);
     }
 
     /// Report the outcome with a latency measured by the caller (e.g. time to first byte).
     pub fn finish_with_latency(mut self, outcome: Outcome, latency: Duration) {
-        let now = self.ep.ledger.clock.coarse();
         self.done = true;
         // Through u64: a u128 to f64 conversion is a library call; 2^64 ns is 584 years.
         let latency_ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.ep.finish(outcome, latency_ns as f64, now);
+        // The sample is dated when the answer came, as far as the lease can tell: its start
+        // plus the latency — no clock read. A latency longer than the time since the pick only
+        // delays the estimate's relaxation by the difference.
+        let at = self.start_ns.saturating_add(latency_ns);
+        self.ep.finish(outcome, latency_ns as f64, at);
     }
 }
 

@@ -65,6 +65,7 @@ pub mod site;
 mod spillover;
 mod target;
 mod transport;
+mod view;
 
 #[cfg(feature = "tower")]
 pub mod service;

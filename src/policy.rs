@@ -234,12 +234,7 @@ mod tests {
     const MS: f64 = 1_000_000.0;
 
     fn cfg() -> LoadConfig {
-        LoadConfig {
-            decay_ns: 10_000.0 * MS,
-            default_rtt_ns: 10.0 * MS,
-            penalty_ns: 1_000.0 * MS,
-            slow_start_ns: 0,
-        }
+        LoadConfig::new(10_000.0 * MS, 10.0 * MS, 1_000.0 * MS, 0)
     }
 
     struct C {
