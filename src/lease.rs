@@ -90,7 +90,9 @@ impl Lease {
         self.ep.finish(outcome, latency, now);
     }
 
-    /// Report the outcome with a latency measured by the caller (e.g. time to first byte).
+    /// Report the outcome with a latency measured by the caller (e.g. time to first byte),
+    /// no longer than the time since the pick. No clock is read: the sample is dated at the
+    /// pick plus `latency`.
     pub fn finish_with_latency(mut self, outcome: Outcome, latency: Duration) {
         self.done = true;
         // Through u64: a u128 to f64 conversion is a library call; 2^64 ns is 584 years.

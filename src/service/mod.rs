@@ -137,9 +137,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(send(self.balancer.clone(), inner, req))
+        // A clone, not the instance `poll_ready` saw: the inner service is made ready per attempt
+        // (see `attempt`), so the usual swap would only move a large client for nothing.
+        Box::pin(send(self.balancer.clone(), self.inner.clone(), req))
     }
 }
 
@@ -398,7 +398,9 @@ where
 
     let mut lease = attempts.pick()?;
     if let Some(delay) = attempts.hedge_delay(lease.site()) {
-        return hedged(inner, attempts, lease, &call, delay).await;
+        // Boxed: inline, its state would make every request's future larger (and each move of
+        // it costlier) for the rare hedged one.
+        return Box::pin(hedged(inner, attempts, lease, &call, delay)).await;
     }
     loop {
         let (req, progress) = call.request(&lease)?;

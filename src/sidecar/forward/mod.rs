@@ -400,7 +400,6 @@ impl<C: Stream> Conn<C> {
     /// Forward the request through the balancer.
     async fn proxy(&mut self) -> After {
         let start = Instant::now();
-        let time = SystemTime::now();
         let gen = self.shared.generation.load_full();
         if gen.is_warming() {
             let _ = gen.balancer.ready(self.shared.warm_wait).await;
@@ -459,7 +458,7 @@ impl<C: Stream> Conn<C> {
             Ok(l) => l,
             Err(_) => {
                 return self
-                    .fail(&gen, Failed::NoEndpoint, start, time, rx_head, replay)
+                    .fail(&gen, Failed::NoEndpoint, start, rx_head, replay)
                     .await
             }
         };
@@ -548,7 +547,7 @@ impl<C: Stream> Conn<C> {
                         stats,
                     };
                     let replay = if intact { replay } else { None };
-                    return self.fail(&gen, failed, start, time, rx_head, replay).await;
+                    return self.fail(&gen, failed, start, rx_head, replay).await;
                 }
                 Tried::ClientGone(reason) => {
                     lease.finish(Outcome::Cancelled);
@@ -586,14 +585,16 @@ impl<C: Stream> Conn<C> {
             _ => self.rx_body,
         };
         let rx = rx_head + rx_body;
+        let latency = start.elapsed();
         if let Some(s) = &stats {
-            s.record(status, rx, sent.tx, start.elapsed());
+            s.record(status, rx, sent.tx, latency);
         }
         if tracing {
             let t = &self.texts;
+            let (time, end) = wall_span(latency);
             self.shared.console.trace(&TraceRecord {
                 time,
-                end: SystemTime::now(),
+                end,
                 endpoint: &endpoint_url,
                 client: &t.client,
                 method: &t.method,
@@ -602,7 +603,7 @@ impl<C: Stream> Conn<C> {
                 status,
                 rx,
                 tx: sent.tx,
-                latency: start.elapsed(),
+                latency,
                 ttfb,
                 req_headers: None,
                 resp_headers: None,
@@ -1011,7 +1012,6 @@ impl<C: Stream> Conn<C> {
         gen: &Generation,
         failed: Failed,
         start: Instant,
-        time: SystemTime,
         rx_head: u64,
         replay: Option<usize>,
     ) -> After {
@@ -1047,9 +1047,10 @@ impl<C: Stream> Conn<C> {
             }
             if self.shared.console.tracing() {
                 let t = &self.texts;
+                let (time, end) = wall_span(latency);
                 self.shared.console.trace(&TraceRecord {
                     time,
-                    end: SystemTime::now(),
+                    end,
                     endpoint,
                     client: &t.client,
                     method: &t.method,
@@ -1100,6 +1101,13 @@ struct Texts {
 }
 
 const BODY_TIMEOUT: &str = "request body not received in time";
+
+/// The wall-clock start and end of a request that took `latency` and ends now: one read of
+/// the wall clock, and only for a traced request (the start is not read up front).
+fn wall_span(latency: Duration) -> (SystemTime, SystemTime) {
+    let end = SystemTime::now();
+    (end.checked_sub(latency).unwrap_or(end), end)
+}
 
 fn sent_error(e: std::io::Error, reused: bool, intact: bool) -> Tried {
     Tried::Error {
