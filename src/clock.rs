@@ -13,9 +13,12 @@
 //! until then readings come from `clock_gettime`, and from then on from the counter, anchored
 //! at the second pair, so the two sources meet without a jump. Every reading of a balancer comes
 //! from the one source at a time (the precise and the coarse ones alike), so a latency or an
-//! elapsed time is always a difference of readings on one scale. Elsewhere (another OS or
-//! architecture, a kernel on another clock source, a container without `/sys`) nothing changes:
-//! `clock_gettime`, with the kernel's coarse clock where millisecond resolution is enough.
+//! elapsed time is always a difference of readings on one scale. Should the counter ever go
+//! back (it restarts when some machines resume), the balancer gives it up for good and reads
+//! `clock_gettime` again. Elsewhere (another OS or architecture, a kernel on another clock
+//! source, a container without `/sys`) nothing changes: `clock_gettime`, with the kernel's
+//! coarse clock where millisecond resolution is enough. The clock source is looked at once, at
+//! the first reading.
 //!
 //! [`Clock::Tokio`] follows tokio's clock instead, so that `tokio::time::pause()` drives the
 //! balancer too (tests and simulations; see `Builder::tokio_clock`).
@@ -70,8 +73,8 @@ impl Clock {
 #[inline]
 fn system_now() -> u64 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if let Some(scale) = tsc::scale() {
-        return scale.at(tsc::ticks());
+    if let Some(ns) = tsc::read() {
+        return ns;
     }
     let ns = monotonic();
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -82,8 +85,8 @@ fn system_now() -> u64 {
 #[inline]
 fn system_coarse() -> u64 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if let Some(scale) = tsc::scale() {
-        return scale.at(tsc::ticks());
+    if let Some(ns) = tsc::read() {
+        return ns;
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return read(rustix::time::ClockId::MonotonicCoarse);
@@ -99,6 +102,10 @@ struct Scale {
     /// Nanoseconds per tick, in units of 2^-[`SHIFT`].
     mult: u64,
 }
+
+/// A counter this far behind the anchor went back; far beyond the skew between CPUs a kernel
+/// accepts when it keeps time on the counter (about 0.3 ms at 3 GHz).
+const BEHIND_TICKS: u64 = 1 << 20;
 
 /// The fixed point of [`Scale::mult`]: 40 bits of fraction (a 20 ns tick still fits in 64 bits).
 const SHIFT: u32 = 40;
@@ -121,18 +128,25 @@ impl Scale {
         })
     }
 
-    /// Nanoseconds at `ticks` (a reading of another CPU a hair behind the anchor counts as the
-    /// anchor).
+    /// Nanoseconds at `ticks`: a reading of another CPU a hair behind the anchor counts as the
+    /// anchor; `None` when the counter is far behind it (it went back, as when a machine resumes
+    /// and its counter restarts).
     #[inline]
-    fn at(&self, ticks: u64) -> u64 {
+    fn at(&self, ticks: u64) -> Option<u64> {
+        if ticks.saturating_add(BEHIND_TICKS) < self.ticks0 {
+            return None;
+        }
         let d = ticks.saturating_sub(self.ticks0);
-        self.ns0
-            .saturating_add(((u128::from(d) * u128::from(self.mult)) >> SHIFT) as u64)
+        Some(
+            self.ns0
+                .saturating_add(((u128::from(d) * u128::from(self.mult)) >> SHIFT) as u64),
+        )
     }
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod tsc {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::OnceLock;
 
     use super::{monotonic, Scale, CALIBRATION_NS};
@@ -146,9 +160,27 @@ mod tsc {
     /// 3 GHz; a pair is usually taken within a few dozen ticks).
     const BRACKET_TICKS: u64 = 50_000;
 
+    /// Set for good when the counter went back: from then on `clock_gettime` serves (a step of
+    /// at most the scale's drift from `CLOCK_MONOTONIC`, once).
+    static GIVEN_UP: AtomicBool = AtomicBool::new(false);
+
     #[inline]
-    pub(super) fn scale() -> Option<&'static Scale> {
+    fn scale() -> Option<&'static Scale> {
         SCALE.get().and_then(Option::as_ref)
+    }
+
+    /// Now from the counter, once it is calibrated and while it is trusted.
+    #[inline]
+    pub(super) fn read() -> Option<u64> {
+        let scale = scale()?;
+        if GIVEN_UP.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ns = scale.at(ticks());
+        if ns.is_none() {
+            GIVEN_UP.store(true, Ordering::Relaxed);
+        }
+        ns
     }
 
     #[inline]
@@ -201,7 +233,7 @@ mod tsc {
     /// Whether readings come from the counter now (for tests).
     #[cfg(test)]
     pub(super) fn in_use() -> bool {
-        scale().is_some()
+        read().is_some()
     }
 }
 
@@ -222,15 +254,22 @@ mod tests {
     fn a_scale_converts_ticks_at_the_measured_rate() {
         // 3 GHz: 3 ticks a nanosecond.
         let s = Scale::between((1_000, 5_000), (3_001_000, 1_005_000)).expect("a sane rate");
-        assert_eq!(s.at(3_001_000), 1_005_000, "the anchor is the later pair");
-        let second = s.at(3_001_000 + 3_000_000_000);
+        assert_eq!(
+            s.at(3_001_000),
+            Some(1_005_000),
+            "the anchor is the later pair"
+        );
+        let second = s.at(3_001_000 + 3_000_000_000).expect("ahead");
         assert!(second.abs_diff(1_005_000 + 1_000_000_000) <= 1, "{second}");
         // An hour later the fixed-point rate is still within a microsecond.
         let hour = 3_600_000_000_000u64;
-        let at = s.at(3_001_000 + 3 * hour);
+        let at = s.at(3_001_000 + 3 * hour).expect("ahead");
         assert!(at.abs_diff(1_005_000 + hour) < 1_000, "{at}");
         // A reading a hair behind the anchor (another CPU) is the anchor, not a wrap.
-        assert_eq!(s.at(2_999_000), 1_005_000);
+        assert_eq!(s.at(2_999_000), Some(1_005_000));
+        // A counter that restarted (a resume) is no reading at all.
+        assert_eq!(s.at(5), None);
+        assert_eq!(s.at(3_001_000 - BEHIND_TICKS - 1), None);
     }
 
     #[test]
