@@ -155,6 +155,55 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_an_idle_keep_alive_connection_at_once() {
+    // An idle client connection waits for its next request head for up to --header-timeout;
+    // a drain must end that wait at once, not when it times out (nor at --drain-timeout).
+    let b = StreamBackend::start().await;
+    let (p, addr) = spawn(&sc::flags(
+        &["--drain-timeout", "30s", "--header-timeout", "30s"],
+        &[b.url()],
+    ))
+    .await;
+    let idle = tokio::spawn(async move {
+        // One answered request, then the connection stays open (HTTP/1.1 keep-alive) until the
+        // sidecar closes it; at most 60 s.
+        let text = sc::raw(
+            addr,
+            b"GET /slow/0 HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(60),
+        )
+        .await;
+        (text, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !idle.is_finished(),
+        "the connection is kept open while idle"
+    );
+    let signalled = std::time::Instant::now();
+    sc::signal(p.pid(), "TERM");
+    let (text, closed) = idle.await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("done"), "{text}");
+    let after = closed.duration_since(signalled);
+    assert!(
+        after < Duration::from_secs(10),
+        "the idle connection was closed {after:?} after SIGTERM, not at once"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let mut p = p;
+        p.wait(Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit 0 after draining"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rebuilds_without_dropping_requests() {
     let b = StreamBackend::start().await;
     let (p, addr) = spawn(&sc::flags(&[], &[b.url()])).await;

@@ -21,6 +21,7 @@
 
 mod console;
 mod demo;
+mod drain;
 pub(crate) mod flags;
 pub(crate) mod format;
 pub(crate) mod forward;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::drain::Drain;
 use super::proxy::{self, Shared};
 
 /// How the listener defends itself.
@@ -230,16 +231,24 @@ async fn accept_loop(
     // checks it and waits on it between requests, and a token's state sits behind a lock. One
     // per event loop keeps that lock on one thread instead of bouncing it between cores.
     let stop = stop.child_token();
+    // What the forwarding loop's idle connections wait on instead (see `drain`).
+    let drain = Arc::new(Drain::default());
     loop {
         let permit = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                drain.stop();
+                return;
+            }
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                drain.stop();
+                return;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 // Out of file descriptors, a connection reset before accept...: pause, go on.
@@ -252,9 +261,10 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
+        let drain = drain.clone();
         let tls = tls.clone();
         conns.spawn(async move {
-            connection(stream, peer, tls, shared, limits, stop).await;
+            connection(stream, peer, tls, shared, limits, stop, drain).await;
             drop(permit);
         });
     }
@@ -267,9 +277,10 @@ async fn connection(
     shared: Arc<Shared>,
     limits: Limits,
     stop: CancellationToken,
+    drain: Arc<Drain>,
 ) {
     match tls {
-        None => serve_io(stream, peer, shared, limits, stop).await,
+        None => serve_io(stream, peer, shared, limits, stop, drain).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
             let stream = tokio::select! {
@@ -279,7 +290,7 @@ async fn connection(
                     _ => return,
                 },
             };
-            serve_io(stream, peer, shared, limits, stop).await
+            serve_io(stream, peer, shared, limits, stop, drain).await
         }
     }
 }
@@ -292,6 +303,7 @@ async fn serve_io<I>(
     shared: Arc<Shared>,
     limits: Limits,
     stop: CancellationToken,
+    drain: Arc<Drain>,
 ) where
     I: super::forward::io::Stream + 'static,
 {
@@ -299,7 +311,7 @@ async fn serve_io<I>(
     if whole_messages {
         serve_hyper(io, peer, shared, limits, stop).await
     } else {
-        super::forward::serve(io, peer, shared, limits, stop).await
+        super::forward::serve(io, peer, shared, limits, drain).await
     }
 }
 

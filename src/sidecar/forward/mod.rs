@@ -28,20 +28,22 @@ pub mod io;
 pub mod parse;
 pub mod pool;
 
+use std::future::Future as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
 use self::deadline::Deadline;
 use self::io::{relay, send_more, will_splice, write_head, Buf, Output, Pipe, RelayError, Stream};
 use self::parse::{Class, Framing, HeadError, RequestHead, ResponseHead};
 use self::pool::Backend;
 use super::console::TraceRecord;
+use super::drain::Drain;
 use super::metrics::{self, EpStats};
 use super::proxy::{
     backend_down_body, Generation, Shared, CERTIFICATES_PATH, HEALTH_PATH, METRICS_PATH,
@@ -92,8 +94,10 @@ pub async fn serve<C: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     limits: Limits,
-    stop: CancellationToken,
+    drain: Arc<Drain>,
 ) {
+    // For the connection's life: a drain wakes this task wherever it waits.
+    let _enlisted = drain.enlist().await;
     let ip = shared.client_ip(peer.ip()).to_string();
     let now = tokio::time::Instant::now();
     let (head_wait, answer_wait) = (
@@ -119,11 +123,11 @@ pub async fn serve<C: Stream>(
         answer_wait,
     };
     loop {
-        if !c.next_head(&stop).await {
+        if !c.next_head(&drain).await {
             break;
         }
         let keep = c.handle().await;
-        if !keep || stop.is_cancelled() {
+        if !keep || drain.stopping() {
             break;
         }
         c.rbuf.shrink();
@@ -227,7 +231,7 @@ fn status_count(status: u16) -> u64 {
 impl<C: Stream> Conn<C> {
     /// Read and parse the next request head. False: the connection is done (closed, timed
     /// out, refused: a refusal was answered already).
-    async fn next_head(&mut self, stop: &CancellationToken) -> bool {
+    async fn next_head(&mut self, drain: &Drain) -> bool {
         self.head_wait
             .set(tokio::time::Instant::now() + self.limits.header_timeout);
         // How far the buffer was searched for the end of the head: a head trickling in a
@@ -268,11 +272,19 @@ impl<C: Stream> Conn<C> {
             let idle = self.rbuf.is_empty();
             let read = self.head_wait.bound(self.rbuf.fill(&mut self.client, 4096));
             let n = if idle {
-                // Between requests a drain closes the connection at once.
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return false,
-                    r = read => r,
+                // Between requests a drain closes the connection at once: the task is enlisted
+                // on it, so a drain wakes this wait, which then finds the flag set.
+                let mut read = std::pin::pin!(read);
+                let waited = std::future::poll_fn(|cx| {
+                    if drain.stopping() {
+                        return Poll::Ready(None);
+                    }
+                    read.as_mut().poll(cx).map(Some)
+                })
+                .await;
+                match waited {
+                    Some(r) => r,
+                    None => return false,
                 }
             } else {
                 read.await
