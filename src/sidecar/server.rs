@@ -231,24 +231,26 @@ async fn accept_loop(
     // checks it and waits on it between requests, and a token's state sits behind a lock. One
     // per event loop keeps that lock on one thread instead of bouncing it between cores.
     let stop = stop.child_token();
-    // What the forwarding loop's idle connections wait on instead (see `drain`).
+    // What the forwarding loop's idle connections wait on instead (see `drain`): it follows
+    // this loop's token, by one task for the loop's life.
     let drain = Arc::new(Drain::default());
+    {
+        let (stop, drain) = (stop.clone(), drain.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            drain.stop();
+        });
+    }
     loop {
         let permit = tokio::select! {
-            _ = stop.cancelled() => {
-                drain.stop();
-                return;
-            }
+            _ = stop.cancelled() => return,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => {
-                drain.stop();
-                return;
-            }
+            _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 // Out of file descriptors, a connection reset before accept...: pause, go on.
