@@ -190,7 +190,7 @@ mod tsc {
 
     /// The kernel keeps its own clocks on the counter: it found it invariant and in step
     /// across CPUs.
-    fn trusted() -> bool {
+    pub(super) fn trusted() -> bool {
         std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
             .is_ok_and(|s| s.trim() == "tsc")
     }
@@ -274,27 +274,15 @@ mod tests {
 
     #[test]
     fn a_scale_needs_both_sources_to_advance_at_a_plausible_rate() {
-        assert_eq!(
-            Scale::between((10, 10), (10, 20)),
-            None,
-            "counter stood still"
-        );
-        assert_eq!(
-            Scale::between((10, 10), (20, 10)),
-            None,
-            "clock stood still"
-        );
-        assert_eq!(
-            Scale::between((20, 10), (10, 20)),
-            None,
-            "counter went back"
-        );
-        assert_eq!(
-            Scale::between((0, 0), (1, 1_000)),
-            None,
-            "1 GHz clock, 1 MHz counter"
-        );
-        assert_eq!(Scale::between((0, 0), (1_000, 1)), None, "1 THz counter");
+        for (first, second, why) in [
+            ((10, 10), (10, 20), "counter stood still"),
+            ((10, 10), (20, 10), "clock stood still"),
+            ((20, 10), (10, 20), "counter went back"),
+            ((0, 0), (1, 1_000), "1 GHz clock, 1 MHz counter"),
+            ((0, 0), (1_000, 1), "1 THz counter"),
+        ] {
+            assert_eq!(Scale::between(first, second), None, "{why}");
+        }
         assert!(Scale::between((0, 0), (2_500, 1_000)).is_some(), "2.5 GHz");
     }
 
@@ -307,11 +295,7 @@ mod tests {
         let second = c.now();
         assert!(second >= first + 150_000_000, "{first} then {second}");
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        if std::fs::read_to_string(
-            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-        )
-        .is_ok_and(|s| s.trim() == "tsc")
-        {
+        if tsc::trusted() {
             // Another test of this process may have calibrated it first; either way it is now.
             assert!(tsc::in_use(), "the kernel trusts the counter; so do we");
         }

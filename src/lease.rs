@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::endpoint::{Endpoint, EndpointId};
+use crate::load::ns_f64;
 use crate::outcome::Outcome;
 use crate::target::Target;
 
@@ -85,8 +86,7 @@ impl Lease {
     pub fn finish(mut self, outcome: Outcome) {
         let now = self.ep.ledger.clock.now();
         self.done = true;
-        // Through i64: one instruction to f64 where a u64 takes five (2^63 ns is 292 years).
-        let latency = now.saturating_sub(self.start_ns).min(i64::MAX as u64) as i64 as f64;
+        let latency = ns_f64(now.saturating_sub(self.start_ns));
         self.ep.finish(outcome, latency, now);
     }
 

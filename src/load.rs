@@ -82,7 +82,7 @@ impl LoadConfig {
 /// A span of nanoseconds as `f64`, by way of `i64`: one instruction on x86-64, where a `u64`
 /// takes five (spans past 292 years are clamped).
 #[inline]
-fn ns_f64(ns: u64) -> f64 {
+pub(crate) fn ns_f64(ns: u64) -> f64 {
     ns.min(i64::MAX as u64) as i64 as f64
 }
 

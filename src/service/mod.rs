@@ -398,9 +398,7 @@ where
 
     let mut lease = attempts.pick()?;
     if let Some(delay) = attempts.hedge_delay(lease.site()) {
-        // Boxed: inline, its state would make every request's future larger (and each move of
-        // it costlier) for the rare hedged one.
-        return Box::pin(hedged(inner, attempts, lease, &call, delay)).await;
+        return hedged(inner, attempts, lease, &call, delay).await;
     }
     loop {
         let (req, progress) = call.request(&lease)?;
