@@ -122,8 +122,14 @@ impl EpStats {
             .unwrap_or(BUCKETS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
-        self.min_latency_ns.fetch_min(ns, Ordering::Relaxed);
-        self.max_latency_ns.fetch_max(ns, Ordering::Relaxed);
+        // A read first: a new extreme is rare once traffic flows, and `fetch_min`/`fetch_max`
+        // write (a compare-and-swap) every time, on a line every event loop shares.
+        if ns < self.min_latency_ns.load(Ordering::Relaxed) {
+            self.min_latency_ns.fetch_min(ns, Ordering::Relaxed);
+        }
+        if ns > self.max_latency_ns.load(Ordering::Relaxed) {
+            self.max_latency_ns.fetch_max(ns, Ordering::Relaxed);
+        }
     }
 
     fn lock_down(&self) -> std::sync::MutexGuard<'_, Downtime> {

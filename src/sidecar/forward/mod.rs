@@ -33,7 +33,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::Method;
 use tokio::io::AsyncWriteExt;
@@ -49,6 +49,7 @@ use super::proxy::{
     backend_down_body, Generation, Shared, CERTIFICATES_PATH, HEALTH_PATH, METRICS_PATH,
 };
 use super::server::Limits;
+use crate::clock::Clock;
 use crate::retry::Decision;
 use crate::{Lease, Outcome};
 
@@ -99,10 +100,9 @@ pub async fn serve<C: Stream>(
     // For the connection's life: a drain wakes this task wherever it waits.
     let _enlisted = drain.enlist().await;
     let ip = shared.client_ip(peer.ip()).to_string();
-    let now = tokio::time::Instant::now();
     let (head_wait, answer_wait) = (
-        Deadline::new(now + limits.header_timeout),
-        Deadline::new(now + shared.response_timeout),
+        Deadline::new(Clock::System, limits.header_timeout),
+        Deadline::new(Clock::System, shared.response_timeout),
     );
     let mut c = Conn {
         client,
@@ -218,6 +218,11 @@ fn error_response(out: &mut Vec<u8>, status: u16, body: &str, close: bool) {
     );
 }
 
+/// The time since `start`, a reading of the engine's system clock.
+fn since(start: u64) -> Duration {
+    Duration::from_nanos(Clock::System.now().saturating_sub(start))
+}
+
 /// sidekick's count of a status line: `"<code> <text>\n"` (header lines add
 /// `"<name>: <value>\n"` each).
 fn status_count(status: u16) -> u64 {
@@ -232,20 +237,19 @@ impl<C: Stream> Conn<C> {
     /// Read and parse the next request head. False: the connection is done (closed, timed
     /// out, refused: a refusal was answered already).
     async fn next_head(&mut self, drain: &Drain) -> bool {
-        self.head_wait
-            .set(tokio::time::Instant::now() + self.limits.header_timeout);
+        self.head_wait.set_after(self.limits.header_timeout);
         // How far the buffer was searched for the end of the head: a head trickling in a
         // byte at a time is searched once in all, not once per byte.
         let mut searched = 0usize;
         loop {
             let filled = self.rbuf.filled();
             let from = searched.saturating_sub(3).min(filled.len());
-            let complete = parse::head_end(&filled[from..]).is_some();
+            // The first end in the new bytes is the first in all: the earlier ones had none.
+            let end = parse::head_end(&filled[from..]).map(|e| from + e);
             searched = filled.len();
-            let parsed = if complete {
-                parse::parse_request(filled, &mut self.req)
-            } else {
-                Ok(None)
+            let parsed = match end {
+                Some(end) => parse::parse_request_head(filled, end, &mut self.req).map(Some),
+                None => Ok(None),
             };
             match parsed {
                 Ok(Some(())) => {
@@ -411,7 +415,8 @@ impl<C: Stream> Conn<C> {
 
     /// Forward the request through the balancer.
     async fn proxy(&mut self) -> After {
-        let start = Instant::now();
+        // The engine's clock: the time-stamp counter where calibrated (see `crate::clock`).
+        let start = Clock::System.now();
         let gen = self.shared.generation.load_full();
         if gen.is_warming() {
             let _ = gen.balancer.ready(self.shared.warm_wait).await;
@@ -571,7 +576,7 @@ impl<C: Stream> Conn<C> {
                 }
             }
         };
-        let ttfb = start.elapsed();
+        let ttfb = since(start);
         let status = self.resp.status;
         let endpoint_url = if tracing {
             match (&lease, &stats) {
@@ -597,7 +602,7 @@ impl<C: Stream> Conn<C> {
             _ => self.rx_body,
         };
         let rx = rx_head + rx_body;
-        let latency = start.elapsed();
+        let latency = since(start);
         if let Some(s) = &stats {
             s.record(status, rx, sent.tx, latency);
         }
@@ -824,7 +829,7 @@ impl<C: Stream> Conn<C> {
         may_be_stale: bool,
     ) -> Result<(), (Outcome, String, bool)> {
         self.bbuf.clear();
-        self.answer_wait.set(tokio::time::Instant::now() + wait);
+        self.answer_wait.set_after(wait);
         loop {
             match parse::parse_response(self.bbuf.filled(), &mut self.resp) {
                 Ok(Some(())) => {
@@ -1023,7 +1028,7 @@ impl<C: Stream> Conn<C> {
         &mut self,
         gen: &Generation,
         failed: Failed,
-        start: Instant,
+        start: u64,
         rx_head: u64,
         replay: Option<usize>,
     ) -> After {
@@ -1053,7 +1058,7 @@ impl<C: Stream> Conn<C> {
             endpoint, stats, ..
         } = &failed
         {
-            let latency = start.elapsed();
+            let latency = since(start);
             if let Some(s) = stats {
                 s.record(status, rx_head, tx, latency);
             }

@@ -15,12 +15,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::io::Stream;
+use crate::clock::Clock;
 use crate::sidecar::metrics::EpStats;
 use crate::transport::ServerNames;
 
@@ -184,9 +185,11 @@ impl Connect {
             let mut p = p.borrow_mut();
             p.retire(self.generation);
             let slot = p.slots.get_mut(&id)?;
-            let now = Instant::now();
+            // Millisecond precision is plenty against an idle timeout of seconds.
+            let now = Clock::System.coarse();
             while let Some(mut idle) = slot.idle.pop() {
-                if now.duration_since(idle.since) < self.idle_timeout && !idle.conn.is_stale() {
+                let idle_for = Duration::from_nanos(now.saturating_sub(idle.since));
+                if idle_for < self.idle_timeout && !idle.conn.is_stale() {
                     return Some(idle.conn);
                 }
             }
@@ -206,7 +209,7 @@ impl Connect {
             }
             slot.idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: Clock::System.coarse(),
             });
         })
     }
@@ -231,7 +234,8 @@ impl Connect {
 
 struct Idle {
     conn: Backend,
-    since: Instant,
+    /// When it was given back (the engine's coarse clock, ns).
+    since: u64,
 }
 
 #[derive(Default)]
