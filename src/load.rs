@@ -43,7 +43,7 @@
 //!
 //! Everything is an atomic: recording a sample and reading a score take no lock.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Tunables of the load score, shared by every endpoint of a balancer.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +155,9 @@ const RELAX_FLOOR: f64 = 0.5;
 /// The weight an endpoint has when its slow start begins.
 pub(crate) const MIN_RAMP_WEIGHT: f64 = 0.1;
 
+/// The bits of an estimate with no sample yet (0.0: samples are clamped to at least 1 ns).
+const UNMEASURED: u64 = 0;
+
 /// Lock-free peak-EWMA latency estimate plus the requests in flight on one endpoint.
 ///
 /// In flight is kept as two running totals, requests started and requests ended, so that a
@@ -164,11 +167,11 @@ pub(crate) const MIN_RAMP_WEIGHT: f64 = 0.1;
 pub(crate) struct Load {
     started: AtomicU64,
     ended: AtomicU64,
-    /// f64 bits, nanoseconds.
+    /// f64 bits, nanoseconds; [`UNMEASURED`] before the first sample (a sample is at least
+    /// 1 ns), so that one load answers both questions.
     ewma: AtomicU64,
     /// Nanoseconds since the balancer's epoch of the last sample.
     stamp: AtomicU64,
-    measured: AtomicBool,
     /// Start of the slow-start ramp plus one (ns since the balancer's epoch); 0: no ramp.
     ramp: AtomicU64,
 }
@@ -207,12 +210,17 @@ impl Load {
     /// site's typical latency `seed_ns` (see the module docs).
     #[inline]
     pub(crate) fn estimate(&self, now_ns: u64, seed_ns: f64, cfg: &LoadConfig) -> f64 {
-        if !self.measured.load(Ordering::Relaxed) {
+        let bits = self.ewma.load(Ordering::Relaxed);
+        if bits == UNMEASURED {
             return seed_ns;
         }
-        let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
         let stamp = self.stamp.load(Ordering::Relaxed);
-        relax(ewma, now_ns.saturating_sub(stamp), seed_ns, cfg)
+        relax(
+            f64::from_bits(bits),
+            now_ns.saturating_sub(stamp),
+            seed_ns,
+            cfg,
+        )
     }
 
     /// The P2C score: estimate × (in-flight + 1).
@@ -225,9 +233,15 @@ impl Load {
     /// as relaxed at `now_ns` (what picks saw), not with the last sample's stale value.
     pub(crate) fn observe(&self, rtt_ns: f64, now_ns: u64, seed_ns: f64, cfg: &LoadConfig) {
         let rtt_ns = rtt_ns.max(1.0);
-        let next = if self.measured.load(Ordering::Relaxed) {
+        let bits = self.ewma.load(Ordering::Relaxed);
+        let next = if bits != UNMEASURED {
             let stamp = self.stamp.load(Ordering::Relaxed);
-            let prev = self.estimate(now_ns, seed_ns, cfg);
+            let prev = relax(
+                f64::from_bits(bits),
+                now_ns.saturating_sub(stamp),
+                seed_ns,
+                cfg,
+            );
             if rtt_ns > prev {
                 rtt_ns
             } else {
@@ -245,16 +259,15 @@ impl Load {
         // Racing writers may lose a sample; the estimate is a heuristic and stays sane.
         self.ewma.store(next.to_bits(), Ordering::Relaxed);
         self.stamp.store(now_ns, Ordering::Relaxed);
-        self.measured.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn is_measured(&self) -> bool {
-        self.measured.load(Ordering::Relaxed)
+        self.ewma.load(Ordering::Relaxed) != UNMEASURED
     }
 
     /// Forget all samples (used when an endpoint comes back after being down).
     pub(crate) fn reset(&self) {
-        self.measured.store(false, Ordering::Relaxed);
+        self.ewma.store(UNMEASURED, Ordering::Relaxed);
     }
 
     /// Begin a slow-start ramp at `now_ns` (restarting one under way). Returns the ramp's key
@@ -285,8 +298,12 @@ impl Load {
     /// [`MIN_RAMP_WEIGHT`] to 1 over the window.
     #[inline]
     pub(crate) fn weight(&self, now_ns: u64, cfg: &LoadConfig) -> f64 {
+        // The configuration first: without slow start, no read of the ramp.
+        if cfg.slow_start_ns == 0 {
+            return 1.0;
+        }
         let key = self.ramp.load(Ordering::Relaxed);
-        if key == 0 || cfg.slow_start_ns == 0 {
+        if key == 0 {
             return 1.0;
         }
         ramp_weight(now_ns.saturating_sub(key - 1), cfg.slow_start_ns)
@@ -317,32 +334,32 @@ const SITE_SAMPLE_NS: u64 = 1_000_000;
 /// endpoints and to set the level idle estimates relax toward (half of it).
 #[derive(Debug, Default)]
 pub(crate) struct SiteLoad {
+    /// f64 bits, nanoseconds; [`UNMEASURED`] before the first sample.
     ewma: AtomicU64,
     stamp: AtomicU64,
-    measured: AtomicBool,
 }
 
 impl SiteLoad {
     #[inline]
     pub(crate) fn seed(&self, cfg: &LoadConfig) -> f64 {
-        if self.measured.load(Ordering::Relaxed) {
-            f64::from_bits(self.ewma.load(Ordering::Relaxed))
-        } else {
-            cfg.default_rtt_ns
+        match self.ewma.load(Ordering::Relaxed) {
+            UNMEASURED => cfg.default_rtt_ns,
+            bits => f64::from_bits(bits),
         }
     }
 
     pub(crate) fn observe(&self, rtt_ns: f64, now_ns: u64, cfg: &LoadConfig) {
         let rtt_ns = rtt_ns.max(1.0);
-        let measured = self.measured.load(Ordering::Relaxed);
+        let bits = self.ewma.load(Ordering::Relaxed);
         let stamp = self.stamp.load(Ordering::Relaxed);
+        let measured = bits != UNMEASURED;
         // Written by every finishing request of the site, from every thread: sample it at most
         // once per `SITE_SAMPLE_NS` to keep that cache line quiet.
         if measured && now_ns.saturating_sub(stamp) < SITE_SAMPLE_NS {
             return;
         }
         let next = if measured {
-            let prev = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+            let prev = f64::from_bits(bits);
             // A site-wide average over many endpoints: blend, with at least a 5 % step so a
             // busy site still follows changes.
             let w = decay_weight(ns_f64(now_ns.saturating_sub(stamp)), cfg.decay_rate).min(0.95);
@@ -352,7 +369,6 @@ impl SiteLoad {
         };
         self.ewma.store(next.to_bits(), Ordering::Relaxed);
         self.stamp.store(now_ns, Ordering::Relaxed);
-        self.measured.store(true, Ordering::Relaxed);
     }
 }
 

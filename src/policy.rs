@@ -94,6 +94,7 @@ pub(crate) trait Candidate {
 /// stands when there is no other). Its share of picks is so `w` times what it would be, whatever
 /// the policy, at the cost of one atomic read per pick when no endpoint is in slow start.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn select<C: Candidate>(
     policy: Policy,
     list: &[C],
@@ -117,6 +118,7 @@ pub(crate) fn select<C: Candidate>(
 
 /// One choice of `policy`, weights aside (see [`select`]).
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn select_once<C: Candidate>(
     policy: Policy,
     list: &[C],
