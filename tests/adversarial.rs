@@ -228,6 +228,55 @@ async fn stalled_response_body_counts_against_the_backend(path: &[&str]) {
     );
 }
 
+/// The forwarding loop reads a small answer to an idempotent request whole before it answers
+/// (the hyper path, which serves `--debug`, streams it): a backend that dies in the middle of
+/// one costs the request a retry on another backend, not a cut answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_mid_answer_is_retried_not_cut() {
+    let dying = RawBackend::start(Mode::CloseMidBody).await;
+    let good = RawBackend::start(Mode::Normal).await;
+    let sk = Sidekick::start(
+        &["--host-balance", "round-robin"],
+        &[format!("{},{}", dying.url(), good.url())],
+    )
+    .await;
+    sk.wait_up(2).await;
+    for i in 0..4 {
+        let r = get(sk.addr, &format!("/bucket/d{i}"), WAIT).await;
+        assert_eq!(r.status(), 200, "GET {i}: {r:?}");
+        assert!(r.complete, "GET {i} answered whole: {r:?}");
+        assert!(
+            !r.body.starts_with(b"cccc"),
+            "GET {i}: none of the dying backend's bytes reached the client"
+        );
+    }
+    assert!(dying.hits() >= 1, "round robin tried the dying backend");
+    assert_eq!(good.hits(), 4, "every GET ended on the good backend");
+    let ep = format!("endpoint=\"{}\"", dying.url());
+    assert!(
+        metric(
+            sk.addr,
+            "sidekick_retries_total",
+            &[&ep, "reason=\"reset\""]
+        )
+        .await
+            >= 1.0,
+        "the cut answer counted as a reset and was retried"
+    );
+    // A request that is not sent twice gets what the backend sent, cut, as it came.
+    let cut = RawBackend::start(Mode::CloseMidBody).await;
+    let sk = Sidekick::start(&[], &[cut.url()]).await;
+    sk.wait_up(1).await;
+    let e = exchange(
+        sk.addr,
+        &post("/bucket/p", "Content-Length: 2\r\n", b"hi"),
+        WAIT,
+    )
+    .await;
+    assert!(e.text().starts_with("HTTP/1.1 200"), "{}", e.text());
+    assert!(e.text().ends_with(&"c".repeat(10)), "{}", e.text());
+}
+
 async fn stalled_request_body_gets_408_and_ejects_nothing(path: &[&str]) {
     let a = RawBackend::start(Mode::Normal).await;
     let b = RawBackend::start(Mode::Normal).await;

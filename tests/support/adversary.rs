@@ -49,8 +49,11 @@ pub enum Mode {
     Silent,
     /// Answers with both `Content-Length: 5` and a chunked body of 20 bytes.
     BothLengths,
-    /// Sends a head announcing 100 bytes, 10 of them, then nothing (connection held).
+    /// Sends a head announcing 1 MiB (more than the sidecar reads whole before answering), 10
+    /// bytes of it, then nothing (connection held).
     StallBody,
+    /// Sends a head announcing 100 bytes, 10 of them, then closes the connection.
+    CloseMidBody,
 }
 
 /// Byte `i` of `/blob/n`: a pattern that differs between blobs and catches reordering.
@@ -354,12 +357,18 @@ async fn serve(
                     a
                 }
                 Mode::StallBody => {
-                    let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+                    let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
                     a.extend_from_slice(&[b's'; 10]);
                     if r.get_mut().write_all(&a).await.is_err() {
                         return;
                     }
                     hold(&mut r).await;
+                    return;
+                }
+                Mode::CloseMidBody => {
+                    let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+                    a.extend_from_slice(&[b'c'; 10]);
+                    let _ = r.get_mut().write_all(&a).await;
                     return;
                 }
             }

@@ -59,6 +59,11 @@ const REPLAY_MAX: u64 = 64 * 1024;
 /// A request body read whole and up to this size is written in the same call as its head (an
 /// answer body that came with its head always is: `write_head`).
 const INLINE_MAX: usize = 16 * 1024;
+/// An answer to a request that can be sent again is read whole before it is forwarded when its
+/// body is known to be at most this long (see `Conn::read_small_body`); below the length from
+/// which bodies are spliced (`io::SPLICE_MIN`), so a spliced answer's head is never held.
+const WHOLE_MAX: u64 = 16 * 1024;
+const _: () = assert!(WHOLE_MAX < io::SPLICE_MIN);
 
 /// Everything one client connection keeps between requests.
 struct Conn<C> {
@@ -523,7 +528,7 @@ impl<C: Stream> Conn<C> {
             let stats = gen
                 .connect
                 .stats(id, || gen.registry.get(lease.authority().as_str()));
-            match self.attempt(&gen, &lease, replay, fresh).await {
+            match self.attempt(&gen, &lease, replay, idempotent, fresh).await {
                 Tried::Answer(conn) => {
                     let status = self.resp.status;
                     match attempts.decide(lease, Outcome::Status(status), replay.is_some()) {
@@ -710,6 +715,7 @@ impl<C: Stream> Conn<C> {
         gen: &Generation,
         lease: &Lease,
         replay: Option<usize>,
+        idempotent: bool,
         fresh: bool,
     ) -> Tried {
         let authority = lease.authority().as_str();
@@ -806,10 +812,15 @@ impl<C: Stream> Conn<C> {
             }
         }
         let intact = replay.is_some();
-        match self
+        let read = match self
             .read_head(&mut conn, self.shared.response_timeout, reused && intact)
             .await
         {
+            // A request the engine may send again: a small answer is read whole first.
+            Ok(()) if intact && idempotent => self.read_small_body(&mut conn).await,
+            r => r,
+        };
+        match read {
             Ok(()) => Tried::Answer(conn),
             Err((outcome, message, stale)) => Tried::Error {
                 outcome,
@@ -818,6 +829,50 @@ impl<C: Stream> Conn<C> {
                 stale,
             },
         }
+    }
+
+    /// With the answer's head in `bbuf`: when its body has a known length of at most
+    /// [`WHOLE_MAX`], read the rest of it into `bbuf` too, within the answer's wait
+    /// (`response_timeout`, counted from the request). Nothing has gone to the client yet, so a
+    /// backend that closes or stalls in the middle of a small answer to an idempotent request
+    /// costs it an attempt (retried as the engine decides), not a cut answer. Larger bodies,
+    /// and answers to requests that are not sent twice, stream as they come.
+    async fn read_small_body(&mut self, conn: &mut Backend) -> Result<(), (Outcome, String, bool)> {
+        let is_head = self.rbuf.filled().get(self.req.method.clone()) == Some(&b"HEAD"[..]);
+        let Framing::Length(n) = self.resp.framing_for(is_head) else {
+            return Ok(());
+        };
+        if n > WHOLE_MAX {
+            return Ok(());
+        }
+        // `n` is at most WHOLE_MAX: the whole answer fits in memory.
+        let whole = self.resp.len + n as usize;
+        while self.bbuf.len() < whole {
+            let want = whole - self.bbuf.len();
+            match self.answer_wait.bound(self.bbuf.fill(conn, want)).await {
+                Ok(Ok(k)) if k > 0 => {}
+                Ok(r) => {
+                    let message = match r {
+                        Err(e) => e.to_string(),
+                        Ok(_) => {
+                            "the backend closed the connection in the middle of its answer".into()
+                        }
+                    };
+                    return Err((Outcome::Reset, message, false));
+                }
+                Err(_) => {
+                    return Err((
+                        Outcome::Timeout,
+                        format!(
+                            "no whole answer within {}",
+                            humantime(self.shared.response_timeout)
+                        ),
+                        false,
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Read the answer's head into `bbuf`/`resp` (interim 1xx answers other than 101 are
