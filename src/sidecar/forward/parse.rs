@@ -474,7 +474,7 @@ fn read_headers(
 
 /// Parse a request head at the start of `buf`. `Ok(None)`: incomplete, read more. (The
 /// forwarding loop takes the two steps itself, [`head_end`] over the new bytes only and then
-/// [`parse_request_head`].)
+/// `parse_request_head`.)
 #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
 pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<Option<()>, HeadError> {
     let Some(end) = head_end(buf) else {
