@@ -374,7 +374,8 @@ impl BalancedConnector {
         let mut lease = attempts.pick().map_err(|e| ConnectorError::io(e.into()))?;
         loop {
             let uri = node_uri(&lease, &pq).map_err(|e| ConnectorError::user(e.into()))?;
-            let progress = Arc::new(Progress::new());
+            let head_waits = &self.balancer.core.head_waits;
+            let progress = head_waits.progress();
             let mut req = Request::new(slot.body(Some(progress.clone())));
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
@@ -384,9 +385,14 @@ impl BalancedConnector {
             // The idle-based head wait (`response_timeout`) inside the SDK's read timeout.
             let response_timeout = self.balancer.core.cfg.response_timeout;
             let fut = async {
-                head_wait::bounded(self.attempt(req), response_timeout, Some(&progress))
-                    .await
-                    .unwrap_or_else(|e| Err(Box::new(e) as BoxError))
+                head_wait::bounded(
+                    head_waits,
+                    self.attempt(req),
+                    response_timeout,
+                    Some(progress),
+                )
+                .await
+                .unwrap_or_else(|e| Err(Box::new(e) as BoxError))
             };
             let result = match self.read_timeout {
                 Some(t) => match tokio::time::timeout(t, fut).await {
@@ -507,7 +513,10 @@ impl BalancedConnector {
             *req.headers_mut() = headers.clone();
             let response_timeout = self.balancer.core.cfg.response_timeout;
             let fut = async {
-                match head_wait::bounded(self.pool.request(req), response_timeout, None).await {
+                let head_waits = &self.balancer.core.head_waits;
+                match head_wait::bounded(head_waits, self.pool.request(req), response_timeout, None)
+                    .await
+                {
                     Ok(r) => r.map_err(BoxError::from),
                     Err(e) => Err(Box::new(e) as BoxError),
                 }

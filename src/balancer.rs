@@ -52,6 +52,8 @@ use crate::endpoint::{Endpoint, EndpointId, EndpointInfo, Ledger, Steward};
 use crate::error::{Error, Kind};
 use crate::event::{self, Event, EventFn};
 use crate::failover::{self, EjectReason, Health, Standing, StandingCell, Step};
+#[cfg(any(feature = "tower", feature = "aws", feature = "reqwest"))]
+use crate::head_wait::Watchdog;
 use crate::health::{self, ProbeConfig, ProbeFn, ProbeSink, Prober};
 use crate::load::LoadConfig;
 use crate::membership::TaskCount;
@@ -120,6 +122,9 @@ pub(crate) struct Core {
     pub(crate) dns_tasks: Arc<AtomicUsize>,
     /// The sites' shares last announced (percent), with graded spill-over.
     shares: Mutex<Vec<u32>>,
+    /// Ends the integrations' waits for a response head (`response_timeout`).
+    #[cfg(any(feature = "tower", feature = "aws", feature = "reqwest"))]
+    pub(crate) head_waits: Watchdog,
 }
 
 impl Drop for Core {
@@ -985,6 +990,8 @@ impl Balancer {
             probe_tasks: Arc::default(),
             dns_tasks: Arc::default(),
             shares: Mutex::new(Vec::new()),
+            #[cfg(any(feature = "tower", feature = "aws", feature = "reqwest"))]
+            head_waits: Watchdog::new(clock),
         });
         core.populate(targets);
         Ok(Balancer { core })

@@ -400,7 +400,14 @@ impl Middleware for SidekickMiddleware {
             // A GET's headers, for resuming its body (see `resume_client`).
             let resume_headers = (self.resume_client.is_some() && req.method() == Method::GET)
                 .then(|| req.headers().clone());
-            let sent = head_wait::bounded(next.clone().run(req, extensions), head_wait, None).await;
+            let head_waits = &self.balancer.core.head_waits;
+            let sent = head_wait::bounded(
+                head_waits,
+                next.clone().run(req, extensions),
+                head_wait,
+                None,
+            )
+            .await;
             let (outcome, err, mid_body) =
                 match sent.unwrap_or_else(|e| Err(head_timeout(e, &lease))) {
                     Ok(resp) => {

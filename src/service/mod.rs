@@ -57,7 +57,7 @@ pub use body::RetryBody;
 
 use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::error::{BoxError, Error, Kind};
-use crate::head_wait::{self, Progress};
+use crate::head_wait::{self, Progress, Watchdog};
 use crate::retry::{classify, is_idempotent_request, Decision};
 
 /// A tower [`Layer`] that balances requests over a [`Balancer`]'s endpoints.
@@ -244,9 +244,9 @@ struct Call<B> {
 
 impl<B> Call<B> {
     /// The request for the endpoint of `lease`, and the progress of its body.
-    fn request(&self, lease: &Lease) -> Result<Prepared<B>, Error> {
+    fn request(&self, lease: &Lease, head_waits: &Watchdog) -> Result<Prepared<B>, Error> {
         // An empty body never moves: the head wait then counts from the start, untracked.
-        let progress = (!self.source.is_empty()).then(|| Arc::new(Progress::new()));
+        let progress = (!self.source.is_empty()).then(|| head_waits.progress());
         let mut body = self.source.body();
         if let Some(p) = &progress {
             body = body.with_progress(p.clone());
@@ -270,7 +270,8 @@ impl<B> Call<B> {
 async fn attempt<S, B, RB>(
     inner: &mut S,
     req: Request<RetryBody<B>>,
-    progress: Option<&Progress>,
+    head_waits: &Watchdog,
+    progress: Option<Arc<Progress>>,
     response_timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
 ) -> Result<Result<Response<RB>, BoxError>, BoxError>
@@ -282,7 +283,7 @@ where
         .await
         .map_err(Into::into)?;
     // The idle-based wait for the head inside the optional overall cap.
-    let fut = head_wait::bounded(inner.call(req), response_timeout, progress);
+    let fut = head_wait::bounded(head_waits, inner.call(req), response_timeout, progress);
     let fut = async {
         match fut.await {
             Ok(r) => r.map_err(Into::into),
@@ -398,14 +399,16 @@ where
 
     let mut lease = attempts.pick()?;
     if let Some(delay) = attempts.hedge_delay(lease.site()) {
-        return hedged(inner, attempts, lease, &call, delay).await;
+        return hedged(&balancer, inner, attempts, lease, &call, delay).await;
     }
+    let head_waits = &balancer.core.head_waits;
     loop {
-        let (req, progress) = call.request(&lease)?;
+        let (req, progress) = call.request(&lease, head_waits)?;
         let result = match attempt(
             &mut inner,
             req,
-            progress.as_deref(),
+            head_waits,
+            progress,
             call.response_timeout,
             call.attempt_timeout,
         )
@@ -437,7 +440,12 @@ struct Running<RB> {
 
 /// Send the request to the endpoint of `lease`, on a clone of `inner`, as an attempt that runs
 /// beside the others.
-fn start<S, B, RB>(inner: &S, call: &Call<B>, lease: Lease) -> Result<Running<RB>, Error>
+fn start<S, B, RB>(
+    balancer: &Balancer,
+    inner: &S,
+    call: &Call<B>,
+    lease: Lease,
+) -> Result<Running<RB>, Error>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
@@ -446,14 +454,16 @@ where
     B::Error: Into<BoxError>,
     RB: Send + 'static,
 {
-    let (req, progress) = call.request(&lease)?;
+    let (req, progress) = call.request(&lease, &balancer.core.head_waits)?;
     let mut svc = inner.clone();
+    let balancer = balancer.clone();
     let (response_timeout, attempt_timeout) = (call.response_timeout, call.attempt_timeout);
     let fut = Box::pin(async move {
         attempt(
             &mut svc,
             req,
-            progress.as_deref(),
+            &balancer.core.head_waits,
+            progress,
             response_timeout,
             attempt_timeout,
         )
@@ -478,6 +488,7 @@ enum Step<RB> {
 /// judged as in the plain loop (a retry joins the attempts in flight); a failure given up on
 /// waits for the other attempts, if any.
 async fn hedged<S, B, RB>(
+    balancer: &Balancer,
     inner: S,
     mut attempts: crate::retry::Attempts,
     first: Lease,
@@ -492,7 +503,7 @@ where
     B::Error: Into<BoxError>,
     RB: Send + 'static,
 {
-    let mut running = vec![start(&inner, call, first)?];
+    let mut running = vec![start(balancer, &inner, call, first)?];
     let mut timer = Some(Box::pin(tokio::time::sleep(delay)));
     // Bounded: each round either sends one of at most `hedge_max` hedges or ends an attempt,
     // and `decide` bounds the attempts.
@@ -518,7 +529,7 @@ where
                 };
                 if let Some(lease) = hedge {
                     let site = lease.site();
-                    running.push(start(&inner, call, lease)?);
+                    running.push(start(balancer, &inner, call, lease)?);
                     timer = attempts
                         .hedge_delay(site)
                         .map(|d| Box::pin(tokio::time::sleep(d)));
@@ -535,7 +546,7 @@ where
                 match attempts.decide(lease, outcome, call.source.intact()) {
                     Decision::Retry(next, _) => {
                         let site = next.site();
-                        running.push(start(&inner, call, next)?);
+                        running.push(start(balancer, &inner, call, next)?);
                         if running.len() == 1 {
                             // The delay counts from the attempt now alone in flight.
                             timer = attempts
