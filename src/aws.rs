@@ -389,6 +389,7 @@ impl BalancedConnector {
                     head_waits,
                     self.attempt(req),
                     response_timeout,
+                    None,
                     Some(progress),
                 )
                 .await
@@ -514,8 +515,14 @@ impl BalancedConnector {
             let response_timeout = self.balancer.core.cfg.response_timeout;
             let fut = async {
                 let head_waits = &self.balancer.core.head_waits;
-                match head_wait::bounded(head_waits, self.pool.request(req), response_timeout, None)
-                    .await
+                match head_wait::bounded(
+                    head_waits,
+                    self.pool.request(req),
+                    response_timeout,
+                    None,
+                    None,
+                )
+                .await
                 {
                     Ok(r) => r.map_err(BoxError::from),
                     Err(e) => Err(Box::new(e) as BoxError),

@@ -7,22 +7,24 @@
 //! upload to a slow but live backend is not cut, while a backend that stops reading the body or
 //! never answers after it is. On expiry the attempt fails with an I/O `TimedOut` error, which
 //! [`classify`](crate::retry::classify) reads as [`Outcome::Timeout`](crate::Outcome::Timeout):
-//! it counts against the endpoint and an idempotent request goes to another one.
+//! it counts against the endpoint and an idempotent request goes to another one. The tower
+//! layer's optional overall cap, `attempt_timeout`, counted from the attempt's start whatever
+//! the body does, is ended the same way, with its own error message.
 //!
 //! # Why a watchdog thread, not a timer per attempt
 //!
 //! The wait almost never ends anything: answers come in milliseconds, the bound is a minute.
 //! A tokio timer per attempt made every request pay for one that never fires: an entry put in
-//! and taken out of the runtime's timer wheel, and a runtime that had no timer before now sleeps
-//! with a deadline, which the kernel arms and disarms at every sleep and which wakes a parked
-//! worker when an earlier deadline comes in — measured with the tower layer over hyper-util's
-//! client (`cargo bench --bench layer`, interleaved, process CPU per request over the bare
-//! client): +2.9–3.8 µs sequential and +1.4–1.6 µs at 16 in flight with the timer, +2.1–2.6 and
-//! +0.8–0.9 µs with no bound at all.
+//! and taken out of the runtime's timer wheel, and a runtime that had no timer before sleeping
+//! with a deadline instead (the kernel arms and disarms it at every sleep). Measured with the
+//! tower layer over hyper-util's client: ~540 instructions per request of the layer's ~7,900
+//! (`examples/layer_ir.rs` under callgrind), and at 16 requests in flight the layer's CPU over
+//! the bare client went from +1.0 to +0.7 µs (medians of 8 and 9 interleaved runs of
+//! `cargo bench --bench layer`).
 //!
 //! So each balancer has a [`Watchdog`]: one thread, started on the first bounded wait, that
-//! looks at the balancer's open waits every tick (an eighth of the shortest bound, at most 1 s,
-//! at least 1 ms) and wakes the ones past their deadline. An attempt registers with it (one
+//! looks at the balancer's open waits every tick (an eighth of the shortest bound seen, at most
+//! 1 s, at least 1 ms) and wakes the ones past their deadline. An attempt registers with it (one
 //! uncontended lock) and leaves when it ends (another); the runtime sees no timer at all, so
 //! this works under any executor. The price is precision: a wait ends up to one tick after its
 //! bound (60 s ends between 60 and 61.0 s), which for a bound meant to catch a dead backend is
@@ -74,22 +76,65 @@ impl Progress {
             .store(self.clock.coarse().max(1), Ordering::Relaxed);
     }
 
-    /// The end of the wait as it stands: `wait` after the later of the start and the last body
-    /// chunk.
-    fn deadline_ns(&self, wait_ns: u64) -> u64 {
-        self.start_ns
+    /// The end of the wait as it stands: `wait_ns` after the later of the start and the last
+    /// body chunk, or `cap_ns` after the start, whichever comes first (`u64::MAX`: no such
+    /// bound).
+    fn deadline_ns(&self, wait_ns: u64, cap_ns: u64) -> u64 {
+        let idle = self
+            .start_ns
             .max(self.last_ns.load(Ordering::Relaxed))
-            .saturating_add(wait_ns)
+            .saturating_add(wait_ns);
+        idle.min(self.start_ns.saturating_add(cap_ns))
+    }
+
+    /// The error of a wait that ended: the bound that ended it.
+    fn ended(&self, bounds: &Bounds) -> std::io::Error {
+        let idle_end = self.deadline_ns(bounds.wait_ns, u64::MAX);
+        let cap_end = self.start_ns.saturating_add(bounds.cap_ns);
+        match (bounds.wait, bounds.cap) {
+            (Some(wait), _) if idle_end <= cap_end => expired(wait),
+            (_, Some(cap)) => capped(cap),
+            (Some(wait), None) => expired(wait),
+            (None, None) => capped(Duration::MAX),
+        }
+    }
+}
+
+/// A wait's bounds, as given and in clock nanoseconds (`u64::MAX`: none).
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    wait: Option<Duration>,
+    cap: Option<Duration>,
+    wait_ns: u64,
+    cap_ns: u64,
+}
+
+impl Bounds {
+    fn new(wait: Option<Duration>, cap: Option<Duration>) -> Bounds {
+        Bounds {
+            wait,
+            cap,
+            wait_ns: wait.map_or(u64::MAX, nanos),
+            cap_ns: cap.map_or(u64::MAX, nanos),
+        }
     }
 }
 
 /// The error of a wait that expired: an I/O `TimedOut` naming the bound.
-pub(crate) fn expired(wait: Duration) -> std::io::Error {
+fn expired(wait: Duration) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!(
             "no response head within {wait:?} of the request's last body byte (response_timeout)"
         ),
+    )
+}
+
+/// The error of an attempt that reached its overall cap: an I/O `TimedOut` naming it.
+fn capped(cap: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no response head within {cap:?} of the attempt's start (attempt_timeout)"),
     )
 }
 
@@ -127,7 +172,7 @@ struct Shared {
 /// The open waits: a slab (a freed slot is reused) of the waits and their bounds.
 #[derive(Debug, Default)]
 struct Waits {
-    slots: Vec<Option<(Arc<Progress>, u64)>>,
+    slots: Vec<Option<(Arc<Progress>, u64, u64)>>,
     free: Vec<usize>,
     open: usize,
 }
@@ -173,18 +218,17 @@ impl Watchdog {
         self.shared.get_or_init(start).as_ref()
     }
 
-    /// Watch `progress` with bound `wait`, until the returned guard is dropped; `None` when
+    /// Watch `progress` within `bounds`, until the returned guard is dropped; `None` when
     /// there is no watchdog thread.
-    fn watch(&self, progress: &Arc<Progress>, wait: Duration) -> Option<Watched<'_>> {
+    fn watch(&self, progress: &Arc<Progress>, bounds: &Bounds) -> Option<Watched<'_>> {
         let shared = self.shared()?;
-        let wait_ns = nanos(wait);
-        let tick = tick_for(wait_ns);
+        let tick = tick_for(bounds.wait_ns.min(bounds.cap_ns));
         if tick < shared.tick_ns.load(Ordering::Relaxed) {
             shared.tick_ns.fetch_min(tick, Ordering::Relaxed);
         }
         let (slot, parked) = {
             let mut waits = lock(&shared.waits);
-            let entry = Some((progress.clone(), wait_ns));
+            let entry = Some((progress.clone(), bounds.wait_ns, bounds.cap_ns));
             let slot = match waits.free.pop() {
                 Some(i) => {
                     waits.slots[i] = entry;
@@ -268,8 +312,8 @@ fn watch_loop(shared: &Shared) {
         let now = Clock::System.now();
         {
             let waits = lock(&shared.waits);
-            for (progress, wait_ns) in waits.slots.iter().flatten() {
-                if now >= progress.deadline_ns(*wait_ns)
+            for (progress, wait_ns, cap_ns) in waits.slots.iter().flatten() {
+                if now >= progress.deadline_ns(*wait_ns, *cap_ns)
                     && !progress.expired.swap(true, Ordering::AcqRel)
                 {
                     due.push(progress.clone());
@@ -310,19 +354,23 @@ fn watch_loop(shared: &Shared) {
 
 /// Run `fut` (an attempt, up to its response head) with at most `wait` of idleness, counted
 /// from the later of the start and the last progress of the request body (`progress`, made by
-/// [`Watchdog::progress`] when the body reports it; a new one otherwise). `None`: no bound.
+/// [`Watchdog::progress`] when the body reports it; a new one otherwise), and at most `cap` in
+/// all. `None`: no such bound.
 pub(crate) async fn bounded<F: Future>(
     watchdog: &Watchdog,
     fut: F,
     wait: Option<Duration>,
+    cap: Option<Duration>,
     progress: Option<Arc<Progress>>,
 ) -> Result<F::Output, std::io::Error> {
-    let Some(wait) = wait else {
+    if wait.is_none() && cap.is_none() {
         return Ok(fut.await);
-    };
+    }
+    let bounds = Bounds::new(wait, cap);
     let progress = progress.unwrap_or_else(|| watchdog.progress());
-    let Some(_watched) = watchdog.watch(&progress, wait) else {
-        return timed(fut, wait, &progress).await;
+    let Some(_watched) = watchdog.watch(&progress, &bounds) else {
+        // Boxed: the rare path's timer stays out of every attempt's future.
+        return Box::pin(timed(fut, bounds, &progress)).await;
     };
     let mut fut = pin!(fut);
     std::future::poll_fn(|cx| {
@@ -332,7 +380,7 @@ pub(crate) async fn bounded<F: Future>(
         progress.waker.register(cx.waker());
         // After registering: a watchdog that set the flag before woke the waker seen here.
         if progress.expired.load(Ordering::Acquire) {
-            return Poll::Ready(Err(expired(wait)));
+            return Poll::Ready(Err(progress.ended(&bounds)));
         }
         Poll::Pending
     })
@@ -342,12 +390,13 @@ pub(crate) async fn bounded<F: Future>(
 /// [`bounded`] with a tokio timer, where there is no watchdog thread.
 async fn timed<F: Future>(
     fut: F,
-    wait: Duration,
+    bounds: Bounds,
     progress: &Progress,
 ) -> Result<F::Output, std::io::Error> {
-    let wait_ns = nanos(wait);
-    let left =
-        |p: &Progress| Duration::from_nanos(p.deadline_ns(wait_ns).saturating_sub(p.clock.now()));
+    let left = |p: &Progress| {
+        let end = p.deadline_ns(bounds.wait_ns, bounds.cap_ns);
+        Duration::from_nanos(end.saturating_sub(p.clock.now()))
+    };
     let mut fut = pin!(fut);
     let sleep = tokio::time::sleep(left(progress));
     let mut sleep = pin!(sleep);
@@ -360,7 +409,7 @@ async fn timed<F: Future>(
             () = &mut sleep => {
                 let left = left(progress);
                 if left.is_zero() {
-                    return Err(expired(wait));
+                    return Err(progress.ended(&bounds));
                 }
                 sleep.as_mut().reset(tokio::time::Instant::now() + left);
             }
@@ -389,6 +438,7 @@ mod tests {
     async fn upload(
         dog: &Watchdog,
         wait: Duration,
+        cap: Option<Duration>,
         chunks: u32,
         every: Duration,
         then: Duration,
@@ -403,19 +453,19 @@ mod tests {
             tokio::time::sleep(then).await;
             "head"
         };
-        at_most(dog, bounded(dog, attempt, Some(wait), Some(p))).await
+        at_most(dog, bounded(dog, attempt, Some(wait), cap, Some(p))).await
     }
 
     async fn an_idle_attempt_expires_and_a_moving_body_extends_it(dog: &Watchdog) {
         let wait = Duration::from_millis(200);
         let started = std::time::Instant::now();
         let never = std::future::pending::<()>();
-        let err = at_most(dog, bounded(dog, never, Some(wait), None))
+        let err = at_most(dog, bounded(dog, never, Some(wait), None, None))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert!(err.to_string().contains("response_timeout"), "{err}");
-        // Not before the bound; the tick (25 ms here) is the lateness allowed, and the rest is
+        // Not before the bound; the tick (25 ms at most here) is the lateness allowed, and the rest is
         // for a loaded machine.
         let took = started.elapsed();
         assert!(took >= wait && took < Duration::from_secs(5), "{took:?}");
@@ -423,18 +473,41 @@ mod tests {
         // A body chunk every 150 ms keeps a 200 ms wait alive for about 600 ms; the head comes
         // 50 ms after the last chunk.
         let ms = Duration::from_millis;
-        let ok = upload(dog, wait, 4, ms(150), ms(50)).await.unwrap();
+        let ok = upload(dog, wait, None, 4, ms(150), ms(50)).await.unwrap();
         assert_eq!(ok, "head");
         // Quiet for longer than the wait after the last chunk: expired.
-        let err = upload(dog, wait, 2, ms(50), ms(600)).await.unwrap_err();
+        let err = upload(dog, wait, None, 2, ms(50), ms(600))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+        // The overall cap ends a wait whose body keeps moving (`attempt_timeout`), and the
+        // error names it; with the cap alone, an idle wait ends at the cap.
+        let started = std::time::Instant::now();
+        let err = upload(dog, wait, Some(ms(350)), 12, ms(50), ms(0))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("attempt_timeout"), "{err}");
+        assert!(started.elapsed() >= ms(350), "{:?}", started.elapsed());
+        let never = std::future::pending::<()>();
+        let err = at_most(dog, bounded(dog, never, None, Some(ms(100)), None))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("attempt_timeout"), "{err}");
+        // A cap longer than the idle wait leaves the idle wait to end it.
+        let never = std::future::pending::<()>();
+        let err = at_most(dog, bounded(dog, never, Some(wait), Some(ms(5000)), None))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("response_timeout"), "{err}");
 
         // Without a bound, nothing expires.
         let slow = async {
             tokio::time::sleep(ms(300)).await;
             1
         };
-        assert_eq!(bounded(dog, slow, None, None).await.unwrap(), 1);
+        assert_eq!(bounded(dog, slow, None, None, None).await.unwrap(), 1);
     }
 
     #[tokio::test]
@@ -442,7 +515,8 @@ mod tests {
         let dog = Watchdog::new(Clock::System);
         an_idle_attempt_expires_and_a_moving_body_extends_it(&dog).await;
         let shared = dog.shared().unwrap();
-        assert_eq!(shared.tick_ns.load(Ordering::Relaxed), 25_000_000);
+        // An eighth of the shortest bound seen (the 100 ms cap).
+        assert_eq!(shared.tick_ns.load(Ordering::Relaxed), 12_500_000);
         // Every wait left the list.
         let waits = lock(&shared.waits);
         assert_eq!(waits.open, 0);
@@ -462,14 +536,17 @@ mod tests {
         assert!(dog.shared().is_none());
         let wait = Duration::from_secs(60);
         let start = tokio::time::Instant::now();
-        let err = bounded(&dog, std::future::pending::<()>(), Some(wait), None)
+        let err = bounded(&dog, std::future::pending::<()>(), Some(wait), None, None)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(start.elapsed(), wait);
         // Three chunks 50 s apart, the head 10 s after the last: a 60 s wait is not cut.
         let s = Duration::from_secs;
-        assert_eq!(upload(&dog, wait, 3, s(50), s(10)).await.unwrap(), "head");
+        assert_eq!(
+            upload(&dog, wait, None, 3, s(50), s(10)).await.unwrap(),
+            "head"
+        );
     }
 
     #[test]
@@ -480,7 +557,7 @@ mod tests {
             .unwrap();
         let dog = Watchdog::new(Clock::System);
         let wait = Duration::from_millis(40);
-        let never = || bounded(&dog, std::future::pending::<()>(), Some(wait), None);
+        let never = || bounded(&dog, std::future::pending::<()>(), Some(wait), None, None);
         let err = rt.block_on(at_most(&dog, never())).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         let shared = dog.shared().unwrap().clone();

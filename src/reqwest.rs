@@ -406,6 +406,7 @@ impl Middleware for SidekickMiddleware {
                 next.clone().run(req, extensions),
                 head_wait,
                 None,
+                None,
             )
             .await;
             let (outcome, err, mid_body) =

@@ -282,21 +282,23 @@ where
     std::future::poll_fn(|cx| inner.poll_ready(cx))
         .await
         .map_err(Into::into)?;
-    // The idle-based wait for the head inside the optional overall cap.
-    let fut = head_wait::bounded(head_waits, inner.call(req), response_timeout, progress);
-    let fut = async {
-        match fut.await {
+    // The idle-based wait for the head inside the optional overall cap, both ended by the
+    // balancer's watchdog.
+    let call = inner.call(req);
+    Ok(
+        match head_wait::bounded(
+            head_waits,
+            call,
+            response_timeout,
+            attempt_timeout,
+            progress,
+        )
+        .await
+        {
             Ok(r) => r.map_err(Into::into),
-            Err(expired) => Err(Box::new(expired) as BoxError),
-        }
-    };
-    Ok(match attempt_timeout {
-        Some(t) => match tokio::time::timeout(t, fut).await {
-            Ok(r) => r,
-            Err(elapsed) => Err(Box::new(elapsed) as BoxError),
+            Err(ended) => Err(Box::new(ended) as BoxError),
         },
-        None => fut.await,
-    })
+    )
 }
 
 /// An attempt's answer as an outcome.
@@ -399,7 +401,8 @@ where
 
     let mut lease = attempts.pick()?;
     if let Some(delay) = attempts.hedge_delay(lease.site()) {
-        return hedged(&balancer, inner, attempts, lease, &call, delay).await;
+        // Boxed: hedging is opt-in, and its loop would otherwise add to every request's future.
+        return Box::pin(hedged(&balancer, inner, attempts, lease, &call, delay)).await;
     }
     let head_waits = &balancer.core.head_waits;
     loop {
