@@ -122,7 +122,7 @@ pub(crate) struct Core {
     pub(crate) dns_tasks: Arc<AtomicUsize>,
     /// The sites' shares last announced (percent), with graded spill-over.
     shares: Mutex<Vec<u32>>,
-    /// Ends the integrations' waits for a response head (`response_timeout`).
+    /// Ends the integrations' waits for a response head (`response_timeout`, `attempt_timeout`).
     #[cfg(any(feature = "tower", feature = "aws", feature = "reqwest"))]
     pub(crate) head_waits: Watchdog,
 }
