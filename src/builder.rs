@@ -320,6 +320,9 @@ impl Builder {
 
     /// Deadline for one attempt to get a response head; on expiry the attempt counts as a
     /// timeout (the endpoint is ejected, idempotent requests are retried). Default is none.
+    /// In the tower layer and [`Client`](crate::Client) it is ended, like `response_timeout`, by
+    /// the balancer's watchdog thread, so it may end up to an eighth of the bound late (at most
+    /// 1 s).
     pub fn attempt_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.cfg.attempt_timeout = timeout.into();
         self
@@ -331,7 +334,9 @@ impl Builder {
     /// a timeout (against the endpoint; an idempotent request is retried on another one within
     /// the retry budget). Applies to the tower layer, [`Client`](crate::Client), the aws
     /// connector and the reqwest middleware. `None` removes the bound. Default is 60 s;
-    /// [`attempt_timeout`](Builder::attempt_timeout) remains an optional overall cap.
+    /// [`attempt_timeout`](Builder::attempt_timeout) remains an optional overall cap. The waits
+    /// are ended by one watchdog thread per balancer, not a timer per request, so a wait may
+    /// end up to an eighth of the bound late (at most 1 s: 60 s ends by 61 s).
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.cfg.response_timeout = timeout.into();
         self
