@@ -25,7 +25,8 @@
 //! So each balancer has a [`Watchdog`]: one thread, started on the first bounded wait, that
 //! looks at the balancer's open waits every tick (an eighth of the shortest bound seen, at most
 //! 1 s, at least 1 ms) and wakes the ones past their deadline. An attempt registers with it (one
-//! uncontended lock) and leaves when it ends (another); the runtime sees no timer at all, so
+//! uncontended lock; a wait without a body to track reuses an ended wait's state rather than
+//! allocating one) and leaves when it ends (another); the runtime sees no timer at all, so
 //! this works under any executor. The price is precision: a wait ends up to one tick after its
 //! bound (60 s ends between 60 and 61.0 s), which for a bound meant to catch a dead backend is
 //! no loss. The thread sleeps for good after eight idle ticks (no open wait) and is woken by the
@@ -61,13 +62,24 @@ pub(crate) struct Progress {
 
 impl Progress {
     fn new(clock: Clock) -> Progress {
+        Progress::started(clock, clock.now())
+    }
+
+    fn started(clock: Clock, start_ns: u64) -> Progress {
         Progress {
             clock,
-            start_ns: clock.now(),
+            start_ns,
             last_ns: AtomicU64::new(0),
             expired: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
+    }
+
+    /// Made new again for another wait (the watchdog's spare state).
+    fn restart(&mut self, start_ns: u64) {
+        self.start_ns = start_ns;
+        *self.last_ns.get_mut() = 0;
+        *self.expired.get_mut() = false;
     }
 
     /// The body moved.
@@ -175,7 +187,13 @@ struct Waits {
     slots: Vec<Option<(Arc<Progress>, u64, u64)>>,
     free: Vec<usize>,
     open: usize,
+    /// Ended waits' state, reused by the next waits without a body to track (no allocation per
+    /// attempt); at most [`SPARE_MAX`].
+    spare: Vec<Arc<Progress>>,
 }
+
+/// Ended waits kept for reuse.
+const SPARE_MAX: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -218,16 +236,42 @@ impl Watchdog {
         self.shared.get_or_init(start).as_ref()
     }
 
-    /// Watch `progress` within `bounds`, until the returned guard is dropped; `None` when
+    /// Watch `progress` (a new wait when `None`, reusing an ended one's state where it can)
+    /// within `bounds`, until the returned guard is dropped; `Err` with `progress` back when
     /// there is no watchdog thread.
-    fn watch(&self, progress: &Arc<Progress>, bounds: &Bounds) -> Option<Watched<'_>> {
-        let shared = self.shared()?;
+    fn watch(
+        &self,
+        progress: Option<Arc<Progress>>,
+        bounds: &Bounds,
+    ) -> Result<(Arc<Progress>, Watched<'_>), Option<Arc<Progress>>> {
+        let Some(shared) = self.shared() else {
+            return Err(progress);
+        };
         let tick = tick_for(bounds.wait_ns.min(bounds.cap_ns));
         if tick < shared.tick_ns.load(Ordering::Relaxed) {
             shared.tick_ns.fetch_min(tick, Ordering::Relaxed);
         }
-        let (slot, parked) = {
+        let start_ns = progress.is_none().then(|| self.clock.now());
+        let (progress, slot, parked) = {
             let mut waits = lock(&shared.waits);
+            let progress = match (progress, start_ns) {
+                (Some(p), _) => p,
+                (None, start_ns) => {
+                    let start_ns = start_ns.unwrap_or_default();
+                    // A spare still held elsewhere (a body that outlived its attempt) is left
+                    // to its holder.
+                    match waits.spare.pop().filter(|p| Arc::strong_count(p) == 1) {
+                        Some(mut p) => match Arc::get_mut(&mut p) {
+                            Some(fresh) => {
+                                fresh.restart(start_ns);
+                                p
+                            }
+                            None => Arc::new(Progress::started(self.clock, start_ns)),
+                        },
+                        None => Arc::new(Progress::started(self.clock, start_ns)),
+                    }
+                }
+            };
             let entry = Some((progress.clone(), bounds.wait_ns, bounds.cap_ns));
             let slot = match waits.free.pop() {
                 Some(i) => {
@@ -243,14 +287,14 @@ impl Watchdog {
             // Read under the lock the thread sets it under: a thread that parked before this
             // registration is seen parked here and woken below; one that looks after it sees
             // an open wait and does not park.
-            (slot, shared.parked.load(Ordering::Relaxed))
+            (progress, slot, shared.parked.load(Ordering::Relaxed))
         };
         if parked {
             let _sleep = lock(&shared.sleep);
             shared.parked.store(false, Ordering::Relaxed);
             shared.wake.notify_one();
         }
-        Some(Watched { shared, slot })
+        Ok((progress, Watched { shared, slot }))
     }
 }
 
@@ -273,11 +317,15 @@ struct Watched<'a> {
 impl Drop for Watched<'_> {
     fn drop(&mut self) {
         let mut waits = lock(&self.shared.waits);
-        if let Some(entry) = waits.slots.get_mut(self.slot) {
-            if entry.take().is_some() {
-                waits.open -= 1;
-                waits.free.push(self.slot);
-            }
+        let Some((progress, _, _)) = waits.slots.get_mut(self.slot).and_then(Option::take) else {
+            return;
+        };
+        waits.open -= 1;
+        waits.free.push(self.slot);
+        if waits.spare.len() < SPARE_MAX {
+            // Its task is not kept alive by a spare.
+            drop(progress.waker.take());
+            waits.spare.push(progress);
         }
     }
 }
@@ -367,10 +415,13 @@ pub(crate) async fn bounded<F: Future>(
         return Ok(fut.await);
     }
     let bounds = Bounds::new(wait, cap);
-    let progress = progress.unwrap_or_else(|| watchdog.progress());
-    let Some(_watched) = watchdog.watch(&progress, &bounds) else {
-        // Boxed: the rare path's timer stays out of every attempt's future.
-        return Box::pin(timed(fut, bounds, &progress)).await;
+    let (progress, _watched) = match watchdog.watch(progress, &bounds) {
+        Ok(watched) => watched,
+        Err(progress) => {
+            let progress = progress.unwrap_or_else(|| watchdog.progress());
+            // Boxed: the rare path's timer stays out of every attempt's future.
+            return Box::pin(timed(fut, bounds, &progress)).await;
+        }
     };
     let mut fut = pin!(fut);
     std::future::poll_fn(|cx| {
@@ -521,6 +572,34 @@ mod tests {
         let waits = lock(&shared.waits);
         assert_eq!(waits.open, 0);
         assert!(waits.slots.iter().all(Option::is_none));
+    }
+
+    #[tokio::test]
+    async fn an_ended_waits_state_is_reused_and_starts_fresh() {
+        let dog = Watchdog::new(Clock::System);
+        let ms = Duration::from_millis;
+        let never = std::future::pending::<()>();
+        let err = at_most(&dog, bounded(&dog, never, Some(ms(40)), None, None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        // The expired wait's state serves the next one, not expired and counted from its start.
+        let slow = async {
+            tokio::time::sleep(ms(60)).await;
+            1
+        };
+        let next = at_most(&dog, bounded(&dog, slow, Some(ms(200)), None, None)).await;
+        assert_eq!(next.unwrap(), 1);
+        for _ in 0..10 {
+            let quick = bounded(&dog, async { 2 }, Some(ms(200)), None, None).await;
+            assert_eq!(quick.unwrap(), 2);
+        }
+        let shared = dog.shared().unwrap();
+        let waits = lock(&shared.waits);
+        // One state served every wait; it is held by nothing else and keeps no task's waker.
+        assert_eq!(waits.spare.len(), 1);
+        assert_eq!(Arc::strong_count(&waits.spare[0]), 1);
+        assert!(waits.spare[0].waker.take().is_none());
     }
 
     #[tokio::test]
