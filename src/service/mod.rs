@@ -199,17 +199,17 @@ fn rewrite<B>(
     body: RetryBody<B>,
 ) -> Result<Request<RetryBody<B>>, Error> {
     let base = lease.base_path();
-    let uri = http::Uri::builder()
-        .scheme(lease.scheme().clone())
-        .authority(lease.authority().clone());
-    let uri = if base.is_empty() {
-        uri.path_and_query(pq.clone())
+    // From parts rather than `Uri::builder()`, whose chained results cost more than the URI.
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(lease.scheme().clone());
+    parts.authority = Some(lease.authority().clone());
+    parts.path_and_query = Some(if base.is_empty() {
+        pq.clone()
     } else {
-        uri.path_and_query(format!("{base}{pq}"))
-    };
-    let uri = uri
-        .build()
-        .map_err(|e| Error::new(Kind::Request).with_source(e))?;
+        http::uri::PathAndQuery::try_from(format!("{base}{pq}"))
+            .map_err(|e| Error::new(Kind::Request).with_source(e))?
+    });
+    let uri = http::Uri::from_parts(parts).map_err(|e| Error::new(Kind::Request).with_source(e))?;
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
