@@ -251,26 +251,16 @@ impl Watchdog {
         if tick < shared.tick_ns.load(Ordering::Relaxed) {
             shared.tick_ns.fetch_min(tick, Ordering::Relaxed);
         }
-        let start_ns = progress.is_none().then(|| self.clock.now());
+        // Read outside the lock; a wait with a body to track has its own start.
+        let given = match progress {
+            Some(p) => Ok(p),
+            None => Err(self.clock.now()),
+        };
         let (progress, slot, parked) = {
             let mut waits = lock(&shared.waits);
-            let progress = match (progress, start_ns) {
-                (Some(p), _) => p,
-                (None, start_ns) => {
-                    let start_ns = start_ns.unwrap_or_default();
-                    // A spare still held elsewhere (a body that outlived its attempt) is left
-                    // to its holder.
-                    match waits.spare.pop().filter(|p| Arc::strong_count(p) == 1) {
-                        Some(mut p) => match Arc::get_mut(&mut p) {
-                            Some(fresh) => {
-                                fresh.restart(start_ns);
-                                p
-                            }
-                            None => Arc::new(Progress::started(self.clock, start_ns)),
-                        },
-                        None => Arc::new(Progress::started(self.clock, start_ns)),
-                    }
-                }
+            let progress = match given {
+                Ok(p) => p,
+                Err(start_ns) => reuse(waits.spare.pop(), self.clock, start_ns),
             };
             let entry = Some((progress.clone(), bounds.wait_ns, bounds.cap_ns));
             let slot = match waits.free.pop() {
@@ -296,6 +286,18 @@ impl Watchdog {
         }
         Ok((progress, Watched { shared, slot }))
     }
+}
+
+/// `spare` made new for a wait starting at `start_ns`, unless something else still holds it
+/// (a body that outlived its attempt): then a new state, and the spare is left to its holder.
+fn reuse(spare: Option<Arc<Progress>>, clock: Clock, start_ns: u64) -> Arc<Progress> {
+    if let Some(mut p) = spare {
+        if let Some(state) = Arc::get_mut(&mut p) {
+            state.restart(start_ns);
+            return p;
+        }
+    }
+    Arc::new(Progress::started(clock, start_ns))
 }
 
 impl Drop for Watchdog {
