@@ -119,7 +119,10 @@ impl Path {
 }
 
 struct Clients {
+    /// The baseline's URL and the balanced paths' path, each parsed once: a request's URI is
+    /// the caller's cost, the same for every client.
     url: http::Uri,
+    path: http::Uri,
     baseline: Baseline,
     layered: Layered,
     client: sidekick::Client,
@@ -145,6 +148,7 @@ impl Clients {
             .expect("sidekick::Client");
         Clients {
             url,
+            path: PATH.parse().expect("path"),
             baseline,
             layered,
             client,
@@ -161,7 +165,7 @@ impl Clients {
                 self.baseline.request(req).await.expect("baseline GET")
             }
             Path::Layer => {
-                let req = Request::get(PATH)
+                let req = Request::get(self.path.clone())
                     .body(Full::new(Bytes::new()))
                     .expect("request");
                 self.layered.clone().oneshot(req).await.expect("layer GET")

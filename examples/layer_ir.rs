@@ -17,7 +17,11 @@
 //! ```
 //!
 //! One current-thread runtime runs the server and the client, so the count is deterministic up
-//! to the kernel's timing of readiness.
+//! to the kernel's timing of readiness. A second thread, idle until the end, makes the process
+//! multi-threaded for every client alike, as any process with a multi-thread runtime is: the C
+//! library takes slower paths (malloc's locking, system calls' cancellation points) in a
+//! multi-threaded process, and the balancer's head-wait watchdog thread would otherwise switch
+//! them on for the balanced clients only.
 
 use std::convert::Infallible;
 use std::process::ExitCode;
@@ -62,7 +66,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(&path, count)) {
+    let (stop, idle) = std::sync::mpsc::channel::<()>();
+    let idle = std::thread::spawn(move || {
+        // Returns when `stop` is dropped.
+        let _ = idle.recv();
+    });
+    let result = rt.block_on(run(&path, count));
+    drop(stop);
+    let _ = idle.join();
+    match result {
         Ok(bytes) => {
             println!("{path}: {count} requests, {bytes} body bytes");
             ExitCode::SUCCESS
@@ -116,8 +128,10 @@ async fn run(path: &str, count: usize) -> Result<usize, Box<dyn std::error::Erro
             let inner: HyperClient<_, RetryBody<Full<Bytes>>> =
                 HyperClient::builder(TokioExecutor::new()).build(http);
             let svc = SidekickLayer::new(balancer).layer(inner);
+            // Parsed once, as the baseline's URL is: a request's URI is the caller's cost.
+            let path: http::Uri = "/obj".parse()?;
             for _ in 0..WARM_UP + count {
-                let req = Request::get("/obj").body(Full::new(Bytes::new()))?;
+                let req = Request::get(path.clone()).body(Full::new(Bytes::new()))?;
                 let resp = svc.clone().oneshot(req).await?;
                 total += resp.into_body().collect().await?.to_bytes().len();
             }

@@ -236,14 +236,20 @@ impl Watchdog {
         self.shared.get_or_init(start).as_ref()
     }
 
+    /// Whether waits are ended by the thread (started here if it was not yet); `false` when
+    /// they fall back to a tokio timer.
+    pub(crate) fn has_thread(&self) -> bool {
+        self.shared().is_some()
+    }
+
     /// Watch `progress` (a new wait when `None`, reusing an ended one's state where it can)
-    /// within `bounds`, until the returned guard is dropped; `Err` with `progress` back when
-    /// there is no watchdog thread.
+    /// within `bounds`, until the entry is handed back to [`leave`](Watchdog::leave); `Err`
+    /// with `progress` back when there is no watchdog thread.
     fn watch(
         &self,
         progress: Option<Arc<Progress>>,
-        bounds: &Bounds,
-    ) -> Result<(Arc<Progress>, Watched<'_>), Option<Arc<Progress>>> {
+        bounds: Bounds,
+    ) -> Result<Entry, Option<Arc<Progress>>> {
         let Some(shared) = self.shared() else {
             return Err(progress);
         };
@@ -284,7 +290,64 @@ impl Watchdog {
             shared.parked.store(false, Ordering::Relaxed);
             shared.wake.notify_one();
         }
-        Ok((progress, Watched { shared, slot }))
+        Ok(Entry {
+            progress,
+            slot,
+            bounds,
+        })
+    }
+
+    /// Start watching a wait within `wait` of idleness and `cap` in all (see [`bounded`]),
+    /// for a future that polls it itself ([`Entry::poll_ended`]) and hands it back to
+    /// [`leave`](Watchdog::leave) when it ends; `Err` with `progress` back when there is no
+    /// thread (or no bound: then there is nothing to watch).
+    pub(crate) fn enter(
+        &self,
+        progress: Option<Arc<Progress>>,
+        wait: Option<Duration>,
+        cap: Option<Duration>,
+    ) -> Result<Entry, Option<Arc<Progress>>> {
+        if wait.is_none() && cap.is_none() {
+            return Err(progress);
+        }
+        self.watch(progress, Bounds::new(wait, cap))
+    }
+
+    /// The waits watched now (for tests).
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
+        match self.shared.get() {
+            Some(Some(shared)) => lock(&shared.waits).open,
+            _ => 0,
+        }
+    }
+
+    /// Stop watching `entry`'s wait.
+    pub(crate) fn leave(&self, entry: Entry) {
+        if let Some(Some(shared)) = self.shared.get() {
+            leave(shared, entry.slot);
+        }
+    }
+}
+
+/// A wait the watchdog watches, owned by its waiter (see [`Watchdog::enter`]).
+#[derive(Debug)]
+pub(crate) struct Entry {
+    progress: Arc<Progress>,
+    slot: usize,
+    bounds: Bounds,
+}
+
+impl Entry {
+    /// For the waiter whose future is not ready: `Some` with the error when the wait ended,
+    /// else `None` with the task registered to be woken when it does.
+    pub(crate) fn poll_ended(&self, cx: &mut std::task::Context<'_>) -> Option<std::io::Error> {
+        self.progress.waker.register(cx.waker());
+        // After registering: a watchdog that set the flag before woke the waker seen here.
+        if self.progress.expired.load(Ordering::Acquire) {
+            return Some(self.progress.ended(&self.bounds));
+        }
+        None
     }
 }
 
@@ -312,23 +375,30 @@ impl Drop for Watchdog {
 
 /// A registered wait: leaves the watchdog's list when dropped.
 struct Watched<'a> {
-    shared: &'a Shared,
-    slot: usize,
+    dog: &'a Watchdog,
+    entry: Option<Entry>,
 }
 
 impl Drop for Watched<'_> {
     fn drop(&mut self) {
-        let mut waits = lock(&self.shared.waits);
-        let Some((progress, _, _)) = waits.slots.get_mut(self.slot).and_then(Option::take) else {
-            return;
-        };
-        waits.open -= 1;
-        waits.free.push(self.slot);
-        if waits.spare.len() < SPARE_MAX {
-            // Its task is not kept alive by a spare.
-            drop(progress.waker.take());
-            waits.spare.push(progress);
+        if let Some(entry) = self.entry.take() {
+            self.dog.leave(entry);
         }
+    }
+}
+
+/// Take the wait in `slot` off the list (its state kept for reuse, up to [`SPARE_MAX`]).
+fn leave(shared: &Shared, slot: usize) {
+    let mut waits = lock(&shared.waits);
+    let Some((progress, _, _)) = waits.slots.get_mut(slot).and_then(Option::take) else {
+        return;
+    };
+    waits.open -= 1;
+    waits.free.push(slot);
+    if waits.spare.len() < SPARE_MAX {
+        // Its task is not kept alive by a spare.
+        drop(progress.waker.take());
+        waits.spare.push(progress);
     }
 }
 
@@ -417,8 +487,11 @@ pub(crate) async fn bounded<F: Future>(
         return Ok(fut.await);
     }
     let bounds = Bounds::new(wait, cap);
-    let (progress, _watched) = match watchdog.watch(progress, &bounds) {
-        Ok(watched) => watched,
+    let watched = match watchdog.watch(progress, bounds) {
+        Ok(entry) => Watched {
+            dog: watchdog,
+            entry: Some(entry),
+        },
         Err(progress) => {
             let progress = progress.unwrap_or_else(|| watchdog.progress());
             // Boxed: the rare path's timer stays out of every attempt's future.
@@ -430,12 +503,10 @@ pub(crate) async fn bounded<F: Future>(
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        progress.waker.register(cx.waker());
-        // After registering: a watchdog that set the flag before woke the waker seen here.
-        if progress.expired.load(Ordering::Acquire) {
-            return Poll::Ready(Err(progress.ended(&bounds)));
+        match watched.entry.as_ref().and_then(|e| e.poll_ended(cx)) {
+            Some(ended) => Poll::Ready(Err(ended)),
+            None => Poll::Pending,
         }
-        Poll::Pending
     })
     .await
 }

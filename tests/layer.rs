@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 use sidekick::service::{RetryBody, SidekickLayer};
 use sidekick::{Balancer, HostPolicy};
 use support::{Backend, Behavior};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 type Inner = Client<HttpConnector, RetryBody<Full<Bytes>>>;
 
@@ -122,5 +122,33 @@ async fn an_error_names_the_endpoint_it_came_from() {
     let err = svc.oneshot(get("/key")).await.unwrap_err();
     assert!(err.is_connect(), "{err}");
     assert_eq!(err.endpoint(), Some(url.as_str()));
+    assert_eq!(b.endpoints()[0].inflight, 0);
+}
+
+#[tokio::test]
+async fn a_boxed_body_with_boxed_errors_is_sent_from_a_spawned_task() {
+    // Bodies such as `UnsyncBoxBody<Bytes, BoxError>` name trait objects with lifetimes; the
+    // layer's future must still be `Send` inside another future for `tokio::spawn`. (Through
+    // `ServiceExt::ready` and `call`: tower's `oneshot` future, which names the inner future
+    // by its service and request types, is not, for any service.)
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+    let be = Backend::start("a", Behavior::Ok).await;
+    let b = balancer(&be.url(), HostPolicy::Keep);
+    let inner: Client<HttpConnector, RetryBody<Boxed>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut svc = SidekickLayer::new(b.clone()).layer(inner);
+    let task = tokio::spawn(async move {
+        let body: Boxed = Full::new(Bytes::from_static(b"abc"))
+            .map_err(|e| -> BoxError { match e {} })
+            .boxed_unsync();
+        let req = http::Request::put("/key").body(body).unwrap();
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let _ = resp.into_body().collect().await.unwrap();
+        status
+    });
+    assert_eq!(task.await.unwrap(), 200);
+    assert_eq!(be.requests()[0].body, "abc");
     assert_eq!(b.endpoints()[0].inflight, 0);
 }

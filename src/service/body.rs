@@ -14,33 +14,83 @@ use crate::head_wait::Progress;
 /// streaming body, taken out of a shared slot only when the inner service first reads it — so
 /// when an attempt fails before anything was read (a refused connection), the body is still in the
 /// slot and the next attempt can send it.
+///
+/// As small as `http_body_util::Full<Bytes>` (32 bytes on 64-bit targets): the inner client
+/// moves its request several times per attempt, and a request of that size is moved without a
+/// call to `memcpy`. An empty or untracked buffered body is held inline; a tracked or streaming
+/// one behind one pointer.
 pub struct RetryBody<B> {
     inner: Inner<B>,
-    /// Told of every frame handed out (the response head wait counts from the last one).
-    progress: Option<Arc<Progress>>,
 }
 
 enum Inner<B> {
-    Full(Option<Bytes>),
+    /// Buffered bytes, not yet handed out (empty: nothing left).
+    Full(Bytes),
+    /// Anything else.
+    Boxed(Box<Other<B>>),
+}
+
+enum Other<B> {
+    /// Buffered bytes, and who to tell when they are handed out.
+    Tracked(Bytes, Arc<Progress>),
+    /// The caller's body: still in the shared slot, or taken by this attempt.
     Lazy {
-        slot: Arc<Mutex<Option<B>>>,
+        slot: Arc<Slot<B>>,
         taken: Option<Pin<Box<B>>>,
-        hint: SizeHint,
-        end: bool,
+        /// Told of every frame handed out.
+        progress: Option<Arc<Progress>>,
     },
+}
+
+/// A streaming body shared by the attempts of one request, read by at most one of them.
+pub(crate) struct Slot<B> {
+    body: Mutex<Option<B>>,
+    hint: SizeHint,
+    end: bool,
+}
+
+impl<B> Slot<B> {
+    /// A slot holding `body`, with its size hint and end-of-stream flag as read before.
+    pub(crate) fn new(body: B, hint: SizeHint, end: bool) -> Self {
+        Slot {
+            body: Mutex::new(Some(body)),
+            hint,
+            end,
+        }
+    }
+
+    /// Whether the body is still in the slot (no attempt read any of it).
+    pub(crate) fn intact(&self) -> bool {
+        match self.body.lock() {
+            Ok(g) => g.is_some(),
+            Err(p) => p.into_inner().is_some(),
+        }
+    }
+
+    /// Whether the body was known to be empty.
+    pub(crate) fn end(&self) -> bool {
+        self.end
+    }
+
+    fn take(&self) -> Option<B> {
+        match self.body.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
 }
 
 impl<B> std::fmt::Debug for RetryBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.inner {
-            Inner::Full(b) => f
-                .debug_struct("RetryBody::Full")
-                .field("len", &b.as_ref().map(|b| b.len()))
-                .finish(),
-            Inner::Lazy { hint, .. } => f
-                .debug_struct("RetryBody::Lazy")
-                .field("hint", hint)
-                .finish(),
+        let lazy = matches!(&self.inner, Inner::Boxed(o) if matches!(**o, Other::Lazy { .. }));
+        if lazy {
+            f.debug_struct("RetryBody::Lazy")
+                .field("hint", &self.size_hint_any())
+                .finish()
+        } else {
+            f.debug_struct("RetryBody::Full")
+                .field("len", &self.size_hint_any().exact())
+                .finish()
         }
     }
 }
@@ -49,36 +99,63 @@ impl<B> RetryBody<B> {
     /// A body made of these bytes (empty bytes make an empty body).
     pub fn full(bytes: Bytes) -> Self {
         RetryBody {
-            inner: Inner::Full(Some(bytes)),
-            progress: None,
+            inner: Inner::Full(bytes),
         }
     }
 
     /// An empty body.
     pub fn empty() -> Self {
-        RetryBody {
-            inner: Inner::Full(None),
-            progress: None,
-        }
+        RetryBody::full(Bytes::new())
     }
 
-    pub(crate) fn lazy(slot: Arc<Mutex<Option<B>>>, hint: SizeHint, end: bool) -> Self {
+    /// The caller's streaming body, in `slot` until this attempt reads it.
+    pub(crate) fn lazy(slot: Arc<Slot<B>>) -> Self {
         RetryBody {
-            inner: Inner::Lazy {
+            inner: Inner::Boxed(Box::new(Other::Lazy {
                 slot,
                 taken: None,
-                hint,
-                end,
-            },
-            progress: None,
+                progress: None,
+            })),
         }
     }
 
     /// Tell `progress` of every frame handed out.
-    pub(crate) fn with_progress(mut self, progress: Arc<Progress>) -> Self {
-        self.progress = Some(progress);
-        self
+    pub(crate) fn with_progress(self, progress: Arc<Progress>) -> Self {
+        let other = match self.inner {
+            Inner::Full(bytes) => Other::Tracked(bytes, progress),
+            Inner::Boxed(mut other) => {
+                match &mut *other {
+                    Other::Tracked(_, p) => *p = progress,
+                    Other::Lazy { progress: p, .. } => *p = Some(progress),
+                }
+                return RetryBody {
+                    inner: Inner::Boxed(other),
+                };
+            }
+        };
+        RetryBody {
+            inner: Inner::Boxed(Box::new(other)),
+        }
     }
+
+    /// The size hint without the body's bounds (for `Debug`).
+    fn size_hint_any(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.len() as u64),
+            Inner::Boxed(other) => match &**other {
+                Other::Tracked(b, _) => SizeHint::with_exact(b.len() as u64),
+                Other::Lazy { slot, .. } => slot.hint,
+            },
+        }
+    }
+}
+
+/// Hand out `bytes` as the one data frame (none when empty), leaving them empty.
+fn take_full(bytes: &mut Bytes) -> Option<Result<Frame<Bytes>, BoxError>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    Some(Ok(Frame::data(std::mem::take(bytes))))
 }
 
 impl<B> Body for RetryBody<B>
@@ -95,56 +172,19 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Every field is Unpin (the streaming body is boxed), so plain `&mut` access is fine.
         let this = self.get_mut();
-        let polled = Self::poll_inner(&mut this.inner, cx);
-        if let (Poll::Ready(_), Some(p)) = (&polled, &this.progress) {
-            p.touch();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.as_ref().is_none_or(|b| b.is_empty()),
-            Inner::Lazy { taken, end, .. } => match taken {
-                Some(b) => b.is_end_stream(),
-                None => *end,
-            },
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Lazy { taken, hint, .. } => match taken {
-                Some(b) => b.size_hint(),
-                None => *hint,
-            },
-        }
-    }
-}
-
-impl<B> RetryBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    fn poll_inner(
-        inner: &mut Inner<B>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match inner {
-            Inner::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
-            Inner::Lazy { slot, taken, .. } => {
+        let other = match &mut this.inner {
+            Inner::Full(bytes) => return Poll::Ready(take_full(bytes)),
+            Inner::Boxed(other) => &mut **other,
+        };
+        let (polled, progress) = match other {
+            Other::Tracked(bytes, progress) => (Poll::Ready(take_full(bytes)), Some(&**progress)),
+            Other::Lazy {
+                slot,
+                taken,
+                progress,
+            } => {
                 if taken.is_none() {
-                    let body = match slot.lock() {
-                        Ok(mut g) => g.take(),
-                        Err(p) => p.into_inner().take(),
-                    };
-                    match body {
+                    match slot.take() {
                         Some(b) => *taken = Some(Box::pin(b)),
                         None => {
                             return Poll::Ready(Some(Err(
@@ -153,11 +193,39 @@ where
                         }
                     }
                 }
-                match taken.as_mut() {
+                let polled = match taken.as_mut() {
                     Some(b) => b.as_mut().poll_frame(cx).map_err(Into::into),
                     None => Poll::Ready(None),
-                }
+                };
+                (polled, progress.as_deref())
             }
+        };
+        if let (Poll::Ready(_), Some(p)) = (&polled, progress) {
+            p.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_empty(),
+            Inner::Boxed(other) => match &**other {
+                Other::Tracked(b, _) => b.is_empty(),
+                Other::Lazy { slot, taken, .. } => match taken {
+                    Some(b) => b.is_end_stream(),
+                    None => slot.end,
+                },
+            },
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Boxed(other) => match &**other {
+                Other::Lazy { taken: Some(b), .. } => b.size_hint(),
+                _ => self.size_hint_any(),
+            },
+            Inner::Full(_) => self.size_hint_any(),
         }
     }
 }
@@ -180,20 +248,19 @@ mod tests {
 
     #[tokio::test]
     async fn lazy_body_stays_in_slot_until_read() {
-        let slot = Arc::new(Mutex::new(Some(Full::new(Bytes::from_static(b"abc")))));
-        let unread: RetryBody<Full<Bytes>> =
-            RetryBody::lazy(slot.clone(), SizeHint::with_exact(3), false);
+        let slot = Arc::new(Slot::new(
+            Full::new(Bytes::from_static(b"abc")),
+            SizeHint::with_exact(3),
+            false,
+        ));
+        let unread: RetryBody<Full<Bytes>> = RetryBody::lazy(slot.clone());
         assert_eq!(unread.size_hint().exact(), Some(3));
         drop(unread);
-        assert!(
-            slot.lock().unwrap().is_some(),
-            "an unread attempt must leave the body"
-        );
-        let read: RetryBody<Full<Bytes>> =
-            RetryBody::lazy(slot.clone(), SizeHint::with_exact(3), false);
+        assert!(slot.intact(), "an unread attempt must leave the body");
+        let read: RetryBody<Full<Bytes>> = RetryBody::lazy(slot.clone());
         assert_eq!(read.collect().await.unwrap().to_bytes(), "abc");
-        assert!(slot.lock().unwrap().is_none());
-        let again: RetryBody<Full<Bytes>> = RetryBody::lazy(slot, SizeHint::default(), false);
+        assert!(!slot.intact());
+        let again: RetryBody<Full<Bytes>> = RetryBody::lazy(slot);
         assert!(again.collect().await.is_err());
     }
 }

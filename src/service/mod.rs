@@ -42,7 +42,7 @@ mod body;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,15 +50,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use body::RetryBody;
+use body::Slot;
 
 use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::error::{BoxError, Error, Kind};
-use crate::head_wait::{self, Progress, Watchdog};
-use crate::retry::{classify, is_idempotent_request, Decision};
+use crate::head_wait::{self, Entry, Progress, Watchdog};
+use crate::retry::{classify, is_idempotent_request, Attempts, Decision};
 
 /// A tower [`Layer`] that balances requests over a [`Balancer`]'s endpoints.
 #[derive(Clone, Debug)]
@@ -115,10 +117,6 @@ impl<S> Sidekick<S> {
     }
 }
 
-/// The future returned by [`Sidekick`].
-pub type ResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<RB>, Error>> + Send + 'static>>;
-
 impl<S, B, RB> Service<Request<B>> for Sidekick<S>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
@@ -130,7 +128,7 @@ where
 {
     type Response = Response<RB>;
     type Error = Error;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<S::Future, S, B, RB>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -138,9 +136,219 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // A clone, not the instance `poll_ready` saw: the inner service is made ready per attempt
-        // (see `attempt`), so the usual swap would only move a large client for nothing.
-        Box::pin(send(self.balancer.clone(), self.inner.clone(), req))
+        // (by the future), so the usual swap would only move a large client for nothing.
+        ResponseFuture::new(self.balancer.clone(), self.inner.clone(), req)
     }
+}
+
+// ===== the response future =====
+
+pin_project! {
+    /// The future returned by [`Sidekick`]: the answer handed to the caller, after the
+    /// attempts the balancer's rules allow.
+    ///
+    /// Not boxed, and no async block on the common path: a request without a body to buffer
+    /// and without hedging runs its first attempt on this future itself (its inner service
+    /// readied, its request sent, its head waited for, its outcome reported); a retry, a body
+    /// to buffer for replay, or hedging moves the request to the general loop, boxed.
+    ///
+    /// `F` is the inner service's future, `S` the inner service, `B` the caller's request body
+    /// and `RB` the response body.
+    pub struct ResponseFuture<F, S, B, RB> {
+        // Declared first, so dropped first: the attempt ends before its wait leaves the
+        // watchdog and its lease is finished (as cancelled, when the caller gave up).
+        #[pin]
+        sent: Option<F>,
+        state: State<S, B, RB>,
+    }
+}
+
+/// Where a [`ResponseFuture`] stands.
+// Not boxed: the large variant is the common one, and a box would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum State<S, B, RB> {
+    /// The first attempt, run on the future itself.
+    Direct(Direct<S, B>),
+    /// The general request loop (retries, buffered bodies, hedging).
+    Looping(Pin<Box<dyn Future<Output = Result<Response<RB>, Error>> + Send>>),
+    /// Ended: with this error before any attempt (no endpoint), or answered already (`None`).
+    Ended(Option<Error>),
+}
+
+/// The first attempt of a request, run by [`ResponseFuture`] itself.
+struct Direct<S, B> {
+    /// The inner service: readied and called for the attempt, kept for a retry.
+    svc: S,
+    call: Call<B>,
+    attempts: Attempts,
+    /// The attempt's endpoint, until it is judged.
+    lease: Option<Lease>,
+    /// The attempt's wait for its head, while it is watched.
+    watch: Watch,
+}
+
+/// A head wait the balancer's watchdog watches for a [`Direct`] attempt: leaves its list when
+/// dropped.
+struct Watch {
+    balancer: Balancer,
+    entry: Option<Entry>,
+}
+
+impl Watch {
+    fn end(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.balancer.core.head_waits.leave(entry);
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<S, B, RB> ResponseFuture<S::Future, S, B, RB>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    fn new(balancer: Balancer, inner: S, req: Request<B>) -> Self {
+        let core = &balancer.core;
+        let cfg = &core.cfg;
+        let (parts, body) = req.into_parts();
+        let idempotent = is_idempotent_request(&parts.method, &parts.headers);
+        let end = body.is_end_stream();
+        let hint = body.size_hint();
+        let bounded = cfg.response_timeout.is_some() || cfg.attempt_timeout.is_some();
+        let state = if (!end && buffers(cfg, idempotent, &hint))
+            || cfg.retry.hedge.enabled()
+            || (bounded && !core.head_waits.has_thread())
+        {
+            State::Looping(Box::pin(send(balancer, inner, parts, body, idempotent)))
+        } else {
+            let source = if end {
+                Source::Replay(Bytes::new())
+            } else {
+                Source::Stream(Arc::new(Slot::new(body, hint, false)))
+            };
+            let call = Call::new(cfg, parts, source);
+            let mut attempts = balancer.attempts(idempotent, call.source.replayable());
+            match attempts.pick() {
+                Err(e) => State::Ended(Some(e)),
+                Ok(lease) => State::Direct(Direct {
+                    svc: inner,
+                    call,
+                    attempts,
+                    lease: Some(lease),
+                    watch: Watch {
+                        balancer,
+                        entry: None,
+                    },
+                }),
+            }
+        };
+        ResponseFuture { sent: None, state }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S::Future, S, B, RB>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Output = Result<Response<RB>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let direct = match this.state {
+            State::Direct(direct) => direct,
+            State::Looping(fut) => return fut.as_mut().poll(cx),
+            State::Ended(e) => {
+                return Poll::Ready(Err(e
+                    .take()
+                    .unwrap_or_else(|| lost("nothing: it had ended"))))
+            }
+        };
+        if this.sent.is_none() {
+            // Not sent yet: the inner service first.
+            let ready = match direct.svc.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.map_err(Into::into),
+            };
+            let Some(lease) = direct.lease.take() else {
+                *this.state = State::Ended(None);
+                return Poll::Ready(Err(lost("its endpoint")));
+            };
+            if let Err(e) = ready {
+                *this.state = State::Ended(None);
+                return Poll::Ready(Err(not_ready(lease, e)));
+            }
+            let head_waits = &direct.watch.balancer.core.head_waits;
+            let (req, progress) = match direct.call.request(&lease, head_waits) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    *this.state = State::Ended(None);
+                    return Poll::Ready(Err(e));
+                }
+            };
+            let fut = direct.svc.call(req);
+            direct.watch.entry = head_waits
+                .enter(
+                    progress,
+                    direct.call.response_timeout,
+                    direct.call.attempt_timeout,
+                )
+                .ok();
+            direct.lease = Some(lease);
+            this.sent.set(Some(fut));
+        }
+        let Some(fut) = this.sent.as_mut().as_pin_mut() else {
+            *this.state = State::Ended(None);
+            return Poll::Ready(Err(lost("its attempt")));
+        };
+        let result: Result<Response<RB>, BoxError> = match fut.poll(cx) {
+            Poll::Ready(r) => r.map_err(Into::into),
+            Poll::Pending => match direct.watch.entry.as_ref().and_then(|e| e.poll_ended(cx)) {
+                Some(ended) => Err(Box::new(ended)),
+                None => return Poll::Pending,
+            },
+        };
+        this.sent.set(None);
+        direct.watch.end();
+        let Some(lease) = direct.lease.take() else {
+            *this.state = State::Ended(None);
+            return Poll::Ready(Err(lost("its endpoint")));
+        };
+        let (outcome, result) = judged(result);
+        let url = result.is_err().then(|| lease.url().to_string());
+        let next = direct
+            .attempts
+            .settle(lease, outcome, direct.call.source.intact());
+        match (next, std::mem::replace(this.state, State::Ended(None))) {
+            (Some(next), State::Direct(d)) => {
+                let fut = run(d.watch.balancer.clone(), d.svc, d.attempts, next, d.call);
+                let mut fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(fut);
+                let polled = fut.as_mut().poll(cx);
+                *this.state = State::Looping(fut);
+                polled
+            }
+            _ => Poll::Ready(answer(result, outcome, url)),
+        }
+    }
+}
+
+/// The error of a future polled in a state it cannot be in (polled after its end, for one).
+fn lost(what: &str) -> Error {
+    Error::new(Kind::Request).with_source(format!("the response future was polled for {what}"))
 }
 
 // ===== the request loop =====
@@ -153,14 +361,14 @@ enum Source<B> {
     /// Buffered: every attempt gets the same bytes.
     Replay(Bytes),
     /// Streamed once; still in the slot while no attempt has read it.
-    Stream(Arc<Mutex<Option<B>>>, http_body::SizeHint, bool),
+    Stream(Arc<Slot<B>>),
 }
 
 impl<B> Source<B> {
     fn body(&self) -> RetryBody<B> {
         match self {
             Source::Replay(b) => RetryBody::full(b.clone()),
-            Source::Stream(slot, hint, end) => RetryBody::lazy(slot.clone(), *hint, *end),
+            Source::Stream(slot) => RetryBody::lazy(slot.clone()),
         }
     }
 
@@ -168,23 +376,28 @@ impl<B> Source<B> {
     fn is_empty(&self) -> bool {
         match self {
             Source::Replay(b) => b.is_empty(),
-            Source::Stream(_, _, end) => *end,
+            Source::Stream(slot) => slot.end(),
         }
     }
 
     fn intact(&self) -> bool {
         match self {
             Source::Replay(_) => true,
-            Source::Stream(slot, _, _) => match slot.lock() {
-                Ok(g) => g.is_some(),
-                Err(p) => p.into_inner().is_some(),
-            },
+            Source::Stream(slot) => slot.intact(),
         }
     }
 
     fn replayable(&self) -> bool {
         matches!(self, Source::Replay(_))
     }
+}
+
+/// Whether a body of this size is buffered, so that a retry after sending (or a hedge) can
+/// send it again.
+fn buffers(cfg: &crate::config::Config, idempotent: bool, hint: &http_body::SizeHint) -> bool {
+    idempotent
+        && (cfg.retry.max_attempts > 1 || cfg.retry.hedge.enabled())
+        && hint.upper().is_some_and(|u| u <= cfg.retry.buffer as u64)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -243,6 +456,35 @@ struct Call<B> {
 }
 
 impl<B> Call<B> {
+    /// The attempts' common part of the caller's request `parts`, sending `source`.
+    fn new(cfg: &crate::config::Config, parts: http::request::Parts, source: Source<B>) -> Self {
+        // The caller's Host survives: SigV4 signs it.
+        let mut headers = parts.headers;
+        if cfg.host_policy == HostPolicy::Keep && !headers.contains_key(http::header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    headers.insert(http::header::HOST, v);
+                }
+            }
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        Call {
+            method: parts.method,
+            pq,
+            version: parts.version,
+            headers,
+            extensions: parts.extensions,
+            host_policy: cfg.host_policy,
+            source,
+            response_timeout: cfg.response_timeout,
+            attempt_timeout: cfg.attempt_timeout,
+        }
+    }
+
     /// The request for the endpoint of `lease`, and the progress of its body.
     fn request(&self, lease: &Lease, head_waits: &Watchdog) -> Result<Prepared<B>, Error> {
         // An empty body never moves: the head wait then counts from the start, untracked.
@@ -335,10 +577,14 @@ fn not_ready(lease: Lease, e: BoxError) -> Error {
     Error::new(Kind::Request).with_source(e)
 }
 
+/// The general request path: the body buffered when a retry after sending (or a hedge) could
+/// use it, then the hedged loop or the plain one.
 async fn send<S, B, RB>(
     balancer: Balancer,
-    mut inner: S,
-    req: Request<B>,
+    inner: S,
+    parts: http::request::Parts,
+    body: B,
+    idempotent: bool,
 ) -> Result<Response<RB>, Error>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
@@ -349,17 +595,10 @@ where
     RB: Send + 'static,
 {
     let cfg = &balancer.core.cfg;
-    let (parts, body) = req.into_parts();
-    let idempotent = is_idempotent_request(&parts.method, &parts.headers);
-
-    // Body: buffer it when a retry after sending (or a hedge) could use it, stream it otherwise.
     let hint = body.size_hint();
     let source = if body.is_end_stream() {
         Source::Replay(Bytes::new())
-    } else if idempotent
-        && (cfg.retry.max_attempts > 1 || cfg.retry.hedge.enabled())
-        && hint.upper().is_some_and(|u| u <= cfg.retry.buffer as u64)
-    {
+    } else if buffers(cfg, idempotent, &hint) {
         let limit = cfg.retry.buffer;
         let bytes = http_body_util::Limited::new(body, limit)
             .collect()
@@ -369,42 +608,36 @@ where
         Source::Replay(bytes)
     } else {
         let end = body.is_end_stream();
-        Source::Stream(Arc::new(Mutex::new(Some(body))), hint, end)
+        Source::Stream(Arc::new(Slot::new(body, hint, end)))
     };
-
-    // The caller's Host survives: SigV4 signs it.
-    let mut headers = parts.headers;
-    if cfg.host_policy == HostPolicy::Keep && !headers.contains_key(http::header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                headers.insert(http::header::HOST, v);
-            }
-        }
-    }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut attempts = balancer.attempts(idempotent, source.replayable());
-    let call = Call {
-        method: parts.method,
-        pq,
-        version: parts.version,
-        headers,
-        extensions: parts.extensions,
-        host_policy: cfg.host_policy,
-        source,
-        response_timeout: cfg.response_timeout,
-        attempt_timeout: cfg.attempt_timeout,
-    };
-
-    let mut lease = attempts.pick()?;
+    let call = Call::new(cfg, parts, source);
+    let mut attempts = balancer.attempts(idempotent, call.source.replayable());
+    let lease = attempts.pick()?;
     if let Some(delay) = attempts.hedge_delay(lease.site()) {
-        // Boxed: hedging is opt-in, and its loop would otherwise add to every request's future.
-        return Box::pin(hedged(&balancer, inner, attempts, lease, &call, delay)).await;
+        return hedged(&balancer, inner, attempts, lease, &call, delay).await;
     }
+    run(balancer, inner, attempts, lease, call).await
+}
+
+/// The plain request loop, from the attempt on `lease`: send, judge, and retry while the
+/// engine says so.
+async fn run<S, B, RB>(
+    balancer: Balancer,
+    mut inner: S,
+    mut attempts: Attempts,
+    mut lease: Lease,
+    call: Call<B>,
+) -> Result<Response<RB>, Error>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
     let head_waits = &balancer.core.head_waits;
+    // Bounded: `settle` bounds the attempts (max_attempts, the endpoints, the budget).
     loop {
         let (req, progress) = call.request(&lease, head_waits)?;
         let result = match attempt(
@@ -493,7 +726,7 @@ enum Step<RB> {
 async fn hedged<S, B, RB>(
     balancer: &Balancer,
     inner: S,
-    mut attempts: crate::retry::Attempts,
+    mut attempts: Attempts,
     first: Lease,
     call: &Call<B>,
     delay: Duration,
@@ -573,5 +806,66 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::TokioExecutor;
+    use tokio::io::AsyncReadExt;
+    use tower::ServiceExt;
+
+    /// A backend that reads requests and never answers; stopped when the returned task is
+    /// aborted.
+    async fn silent() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            // Ends when the client closes the connection (or the task is aborted).
+            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_mid_attempt_leaves_the_watchdog_and_cancels_its_lease() {
+        let (url, backend) = silent().await;
+        let balancer = Balancer::builder()
+            .site(&url)
+            .health_check(false)
+            .build()
+            .unwrap();
+        let inner: Client<HttpConnector, RetryBody<Full<Bytes>>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let svc = SidekickLayer::new(balancer.clone()).layer(inner);
+        let req = Request::get("/key").body(Full::new(Bytes::new())).unwrap();
+        let mut fut = Box::pin(svc.oneshot(req));
+        tokio::select! {
+            r = &mut fut => panic!("a silent backend answered: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        // Sent on the future itself: its head wait is watched, its endpoint leased.
+        assert_eq!(balancer.core.head_waits.open(), 1);
+        assert_eq!(balancer.endpoints()[0].inflight, 1);
+        drop(fut);
+        assert_eq!(balancer.core.head_waits.open(), 0);
+        let e = &balancer.endpoints()[0];
+        assert_eq!((e.inflight, e.failures, e.requests), (0, 0, 0), "{e:?}");
+        backend.abort();
+    }
+
+    #[test]
+    fn a_retry_body_is_as_small_as_a_full_body() {
+        assert_eq!(
+            std::mem::size_of::<RetryBody<Full<Bytes>>>(),
+            std::mem::size_of::<Full<Bytes>>()
+        );
     }
 }
