@@ -82,6 +82,7 @@ impl Client {
     {
         let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
         let mut svc = self.svc.clone();
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
         svc.call(req).await
     }
 

@@ -152,3 +152,87 @@ async fn a_boxed_body_with_boxed_errors_is_sent_from_a_spawned_task() {
     assert_eq!(be.requests()[0].body, "abc");
     assert_eq!(b.endpoints()[0].inflight, 0);
 }
+
+/// An inner service that tags its requests (`x-tag`) and refuses its next call when told to.
+#[derive(Clone)]
+struct Tagged {
+    tag: &'static str,
+    refuse_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: Inner,
+}
+
+impl tower::Service<http::Request<RetryBody<Full<Bytes>>>> for Tagged {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<RetryBody<Full<Bytes>>>) -> Self::Future {
+        use std::sync::atomic::Ordering;
+        if self.refuse_next.swap(false, Ordering::SeqCst) {
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            return Box::pin(async move { Err(refused.into()) });
+        }
+        req.headers_mut()
+            .insert("x-tag", http::HeaderValue::from_static(self.tag));
+        let fut = self.client.request(req);
+        Box::pin(async move { Ok(fut.await?) })
+    }
+}
+
+#[tokio::test]
+async fn retries_use_the_inner_service_as_changed_through_get_mut() {
+    let (a, c) = (
+        Backend::start("a", Behavior::Ok).await,
+        Backend::start("c", Behavior::Ok).await,
+    );
+    let b = Balancer::builder()
+        .site(format!("{},{}", a.url(), c.url()))
+        .health_check(false)
+        .build()
+        .unwrap();
+    let refuse_next = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut svc = SidekickLayer::new(b.clone()).layer(Tagged {
+        tag: "old",
+        refuse_next: refuse_next.clone(),
+        client: inner(),
+    });
+    // A first request makes the copy that retries are sent on.
+    let resp = svc.ready().await.unwrap().call(get("/one")).await.unwrap();
+    let _ = resp.into_body().collect().await.unwrap();
+    svc.get_mut().tag = "new";
+    // The first attempt is refused (a connect failure): the retry goes to the other backend,
+    // on a copy of the changed service.
+    refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let resp = svc.ready().await.unwrap().call(get("/two")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let tags: Vec<_> = a
+        .requests()
+        .into_iter()
+        .chain(c.requests())
+        .map(|r| (r.uri, r.headers.get("x-tag").cloned()))
+        .collect();
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    let two = tags.iter().find(|(uri, _)| uri == "/two").unwrap();
+    assert_eq!(
+        two.1.as_ref().map(|v| v.as_bytes()),
+        Some(&b"new"[..]),
+        "{tags:?}"
+    );
+    let infos = b.endpoints();
+    assert_eq!(
+        infos.iter().map(|e| e.failures).sum::<u64>(),
+        1,
+        "{infos:?}"
+    );
+    assert!(infos.iter().all(|e| e.inflight == 0));
+}

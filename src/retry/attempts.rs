@@ -117,6 +117,11 @@ impl Balancer {
 }
 
 impl Attempts {
+    /// The balancer these attempts belong to.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// The lease of the first attempt (the next endpoint not tried yet, if called again).
     /// Fails with [`Error::is_no_endpoint`] when no endpoint is available.
     pub fn pick(&mut self) -> Result<Lease, Error> {

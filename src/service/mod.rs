@@ -12,7 +12,8 @@
 //! The inner service receives [`RetryBody<B>`] bodies: a buffered copy when the body is small
 //! enough to replay, the caller's stream otherwise.
 //!
-//! `poll_ready` is always ready: readiness of the inner service is awaited per attempt, and a
+//! `poll_ready` is the inner service's (the first attempt of a request is sent on the instance
+//! it readied; later attempts on a copy, readied in turn); it does not wait for an endpoint: a
 //! request with no endpoint to go to fails at once with [`Error::is_no_endpoint`] instead of
 //! waiting forever (a known trap of `tower::balance`).
 //!
@@ -42,7 +43,7 @@ mod body;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -88,12 +89,19 @@ impl<S> Layer<S> for SidekickLayer {
 pub struct Sidekick<S> {
     inner: S,
     balancer: Balancer,
+    /// A copy of the inner service for the attempts after the first (and for the requests
+    /// that do not start on this handle's instance), made on first use; shared by clones.
+    spare: Arc<OnceLock<Mutex<S>>>,
 }
 
 impl<S> Sidekick<S> {
     /// Wrap `inner` (an HTTP client service) with `balancer`.
     pub fn new(balancer: Balancer, inner: S) -> Self {
-        Sidekick { inner, balancer }
+        Sidekick {
+            inner,
+            balancer,
+            spare: Arc::default(),
+        }
     }
 
     /// The balancer.
@@ -106,8 +114,10 @@ impl<S> Sidekick<S> {
         &self.inner
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, mutably. Requests sent through this handle afterwards (and their
+    /// retries) use the changed service; other clones of the handle keep theirs.
     pub fn get_mut(&mut self) -> &mut S {
+        self.spare = Arc::default();
         &mut self.inner
     }
 
@@ -130,14 +140,17 @@ where
     type Error = Error;
     type Future = ResponseFuture<S::Future, S, B, RB>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+    /// The inner service's readiness: the first attempt of the next request is sent on it.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::new(Kind::Request).with_source(e))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // A clone, not the instance `poll_ready` saw: the inner service is made ready per attempt
-        // (by the future), so the usual swap would only move a large client for nothing.
-        ResponseFuture::new(self.balancer.clone(), self.inner.clone(), req)
+        // Made once, from the service as it is now, for the attempts after the first.
+        self.spare.get_or_init(|| Mutex::new(self.inner.clone()));
+        ResponseFuture::new(self, req)
     }
 }
 
@@ -148,18 +161,27 @@ pin_project! {
     /// attempts the balancer's rules allow.
     ///
     /// Not boxed, and no async block on the common path: a request without a body to buffer
-    /// and without hedging runs its first attempt on this future itself (its inner service
-    /// readied, its request sent, its head waited for, its outcome reported); a retry, a body
-    /// to buffer for replay, or hedging moves the request to the general loop, boxed.
+    /// and without hedging is sent by `call` on the service `poll_ready` readied, and this
+    /// future waits for its head and reports its outcome; a retry, a body to buffer for
+    /// replay, or hedging moves the request to the general loop, boxed, on a copy of the
+    /// inner service.
     ///
     /// `F` is the inner service's future, `S` the inner service, `B` the caller's request body
     /// and `RB` the response body.
     pub struct ResponseFuture<F, S, B, RB> {
-        // Declared first, so dropped first: the attempt ends before its wait leaves the
-        // watchdog and its lease is finished (as cancelled, when the caller gave up).
         #[pin]
         sent: Option<F>,
         state: State<S, B, RB>,
+    }
+
+    impl<F, S, B, RB> PinnedDrop for ResponseFuture<F, S, B, RB> {
+        fn drop(this: Pin<&mut Self>) {
+            // A caller that gave up: the wait leaves the watchdog; the lease is then finished
+            // as cancelled when dropped.
+            if let State::Direct(direct) = this.project().state {
+                direct.leave();
+            }
+        }
     }
 }
 
@@ -167,44 +189,33 @@ pin_project! {
 // Not boxed: the large variant is the common one, and a box would be an allocation per request.
 #[allow(clippy::large_enum_variant)]
 enum State<S, B, RB> {
-    /// The first attempt, run on the future itself.
+    /// The first attempt, sent by `call`.
     Direct(Direct<S, B>),
     /// The general request loop (retries, buffered bodies, hedging).
     Looping(Pin<Box<dyn Future<Output = Result<Response<RB>, Error>> + Send>>),
-    /// Ended: with this error before any attempt (no endpoint), or answered already (`None`).
+    /// Ended: with this error before any attempt (no endpoint, a bad request), or answered
+    /// already (`None`).
     Ended(Option<Error>),
 }
 
-/// The first attempt of a request, run by [`ResponseFuture`] itself.
+/// The first attempt of a request, sent by [`Sidekick::call`].
 struct Direct<S, B> {
-    /// The inner service: readied and called for the attempt, kept for a retry.
-    svc: S,
     call: Call<B>,
     attempts: Attempts,
     /// The attempt's endpoint, until it is judged.
     lease: Option<Lease>,
-    /// The attempt's wait for its head, while it is watched.
-    watch: Watch,
-}
-
-/// A head wait the balancer's watchdog watches for a [`Direct`] attempt: leaves its list when
-/// dropped.
-struct Watch {
-    balancer: Balancer,
+    /// The attempt's wait for its head, while the watchdog watches it.
     entry: Option<Entry>,
+    /// Where a retry's inner service comes from.
+    spare: Arc<OnceLock<Mutex<S>>>,
 }
 
-impl Watch {
-    fn end(&mut self) {
+impl<S, B> Direct<S, B> {
+    /// Stop watching the head wait.
+    fn leave(&mut self) {
         if let Some(entry) = self.entry.take() {
-            self.balancer.core.head_waits.leave(entry);
+            self.attempts.core().head_waits.leave(entry);
         }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.end();
     }
 }
 
@@ -217,7 +228,17 @@ where
     B::Error: Into<BoxError>,
     RB: Send + 'static,
 {
-    fn new(balancer: Balancer, inner: S, req: Request<B>) -> Self {
+    fn ended(e: Error) -> Self {
+        ResponseFuture {
+            sent: None,
+            state: State::Ended(Some(e)),
+        }
+    }
+
+    /// The request's first attempt sent on `svc.inner` (readied by `poll_ready`), or the
+    /// general loop.
+    fn new(svc: &mut Sidekick<S>, req: Request<B>) -> Self {
+        let balancer = &svc.balancer;
         let core = &balancer.core;
         let cfg = &core.cfg;
         let (parts, body) = req.into_parts();
@@ -225,34 +246,49 @@ where
         let end = body.is_end_stream();
         let hint = body.size_hint();
         let bounded = cfg.response_timeout.is_some() || cfg.attempt_timeout.is_some();
-        let state = if (!end && buffers(cfg, idempotent, &hint))
+        if (!end && buffers(cfg, idempotent, &hint))
             || cfg.retry.hedge.enabled()
             || (bounded && !core.head_waits.has_thread())
         {
-            State::Looping(Box::pin(send(balancer, inner, parts, body, idempotent)))
-        } else {
-            let source = if end {
-                Source::Replay(Bytes::new())
-            } else {
-                Source::Stream(Arc::new(Slot::new(body, hint, false)))
+            // The readied instance goes with the request; this handle keeps a copy.
+            let copy = svc.inner.clone();
+            let ready = std::mem::replace(&mut svc.inner, copy);
+            let fut = send(balancer.clone(), ready, parts, body, idempotent);
+            return ResponseFuture {
+                sent: None,
+                state: State::Looping(Box::pin(fut)),
             };
-            let call = Call::new(cfg, parts, source);
-            let mut attempts = balancer.attempts(idempotent, call.source.replayable());
-            match attempts.pick() {
-                Err(e) => State::Ended(Some(e)),
-                Ok(lease) => State::Direct(Direct {
-                    svc: inner,
-                    call,
-                    attempts,
-                    lease: Some(lease),
-                    watch: Watch {
-                        balancer,
-                        entry: None,
-                    },
-                }),
-            }
+        }
+        let source = if end {
+            Source::Replay(Bytes::new())
+        } else {
+            Source::Stream(Arc::new(Slot::new(body, hint, false)))
         };
-        ResponseFuture { sent: None, state }
+        let call = Call::new(cfg, parts, source);
+        let mut attempts = balancer.attempts(idempotent, call.source.replayable());
+        let lease = match attempts.pick() {
+            Ok(lease) => lease,
+            Err(e) => return Self::ended(e),
+        };
+        let (req, progress) = match call.request(&lease, &core.head_waits) {
+            Ok(prepared) => prepared,
+            Err(e) => return Self::ended(e),
+        };
+        let sent = svc.inner.call(req);
+        let entry = core
+            .head_waits
+            .enter(progress, call.response_timeout, call.attempt_timeout)
+            .ok();
+        ResponseFuture {
+            sent: Some(sent),
+            state: State::Direct(Direct {
+                call,
+                attempts,
+                lease: Some(lease),
+                entry,
+                spare: svc.spare.clone(),
+            }),
+        }
     }
 }
 
@@ -278,52 +314,19 @@ where
                     .unwrap_or_else(|| lost("nothing: it had ended"))))
             }
         };
-        if this.sent.is_none() {
-            // Not sent yet: the inner service first.
-            let ready = match direct.svc.poll_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r.map_err(Into::into),
-            };
-            let Some(lease) = direct.lease.take() else {
-                *this.state = State::Ended(None);
-                return Poll::Ready(Err(lost("its endpoint")));
-            };
-            if let Err(e) = ready {
-                *this.state = State::Ended(None);
-                return Poll::Ready(Err(not_ready(lease, e)));
-            }
-            let head_waits = &direct.watch.balancer.core.head_waits;
-            let (req, progress) = match direct.call.request(&lease, head_waits) {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    *this.state = State::Ended(None);
-                    return Poll::Ready(Err(e));
-                }
-            };
-            let fut = direct.svc.call(req);
-            direct.watch.entry = head_waits
-                .enter(
-                    progress,
-                    direct.call.response_timeout,
-                    direct.call.attempt_timeout,
-                )
-                .ok();
-            direct.lease = Some(lease);
-            this.sent.set(Some(fut));
-        }
         let Some(fut) = this.sent.as_mut().as_pin_mut() else {
             *this.state = State::Ended(None);
             return Poll::Ready(Err(lost("its attempt")));
         };
         let result: Result<Response<RB>, BoxError> = match fut.poll(cx) {
             Poll::Ready(r) => r.map_err(Into::into),
-            Poll::Pending => match direct.watch.entry.as_ref().and_then(|e| e.poll_ended(cx)) {
+            Poll::Pending => match direct.entry.as_ref().and_then(|e| e.poll_ended(cx)) {
                 Some(ended) => Err(Box::new(ended)),
                 None => return Poll::Pending,
             },
         };
         this.sent.set(None);
-        direct.watch.end();
+        direct.leave();
         let Some(lease) = direct.lease.take() else {
             *this.state = State::Ended(None);
             return Poll::Ready(Err(lost("its endpoint")));
@@ -335,7 +338,17 @@ where
             .settle(lease, outcome, direct.call.source.intact());
         match (next, std::mem::replace(this.state, State::Ended(None))) {
             (Some(next), State::Direct(d)) => {
-                let fut = run(d.watch.balancer.clone(), d.svc, d.attempts, next, d.call);
+                let svc = match d.spare.get() {
+                    Some(spare) => lock(spare).clone(),
+                    None => {
+                        next.finish(Outcome::Cancelled);
+                        return Poll::Ready(Err(lost("a service to retry on")));
+                    }
+                };
+                let balancer = Balancer {
+                    core: d.attempts.core().clone(),
+                };
+                let fut = run(balancer, svc, d.attempts, next, d.call);
                 let mut fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(fut);
                 let polled = fut.as_mut().poll(cx);
                 *this.state = State::Looping(fut);
@@ -344,6 +357,10 @@ where
             _ => Poll::Ready(answer(result, outcome, url)),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The error of a future polled in a state it cannot be in (polled after its end, for one).
