@@ -169,6 +169,10 @@ pin_project! {
     /// `F` is the inner service's future, `S` the inner service, `B` the caller's request body
     /// and `RB` the response body.
     pub struct ResponseFuture<F, S, B, RB> {
+        // Kept until the future is dropped, even when it has answered: the inner client's
+        // allocations are then freed in the order they are without the layer (freeing its
+        // future first sent the next request's large allocations down the allocator's slow
+        // path: ~420 more instructions per request under callgrind).
         #[pin]
         sent: Option<F>,
         state: State<S, B, RB>,
@@ -325,7 +329,6 @@ where
                 None => return Poll::Pending,
             },
         };
-        this.sent.set(None);
         direct.leave();
         let Some(lease) = direct.lease.take() else {
             *this.state = State::Ended(None);
@@ -338,6 +341,7 @@ where
             .settle(lease, outcome, direct.call.source.intact());
         match (next, std::mem::replace(this.state, State::Ended(None))) {
             (Some(next), State::Direct(d)) => {
+                this.sent.set(None);
                 let svc = match d.spare.get() {
                     Some(spare) => lock(spare).clone(),
                     None => {
