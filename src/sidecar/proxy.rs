@@ -1038,7 +1038,13 @@ async fn proxy(
         trace,
     };
     let mut svc = gen.svc.clone();
-    match svc.call(out).await {
+    // Readied first, as tower asks: the layer sends the first attempt on the readied instance
+    // (the attempt service is always ready, so this returns at once).
+    let answer = match std::future::poll_fn(|cx| svc.poll_ready(cx)).await {
+        Ok(()) => svc.call(out).await,
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(mut resp) => {
             let served = resp.extensions_mut().remove::<Served>();
             if let (Some(t), Some(s)) = (&mut done.trace, &served) {
