@@ -103,7 +103,7 @@ impl Progress {
     fn ended(&self, bounds: &Bounds) -> std::io::Error {
         let idle_end = self.deadline_ns(bounds.wait_ns, u64::MAX);
         let cap_end = self.start_ns.saturating_add(bounds.cap_ns);
-        match (bounds.wait, bounds.cap) {
+        match (bounds.wait(), bounds.cap()) {
             (Some(wait), _) if idle_end <= cap_end => expired(wait),
             (_, Some(cap)) => capped(cap),
             (Some(wait), None) => expired(wait),
@@ -112,11 +112,9 @@ impl Progress {
     }
 }
 
-/// A wait's bounds, as given and in clock nanoseconds (`u64::MAX`: none).
+/// A wait's bounds in clock nanoseconds (`u64::MAX`: none).
 #[derive(Clone, Copy, Debug)]
 struct Bounds {
-    wait: Option<Duration>,
-    cap: Option<Duration>,
     wait_ns: u64,
     cap_ns: u64,
 }
@@ -124,11 +122,19 @@ struct Bounds {
 impl Bounds {
     fn new(wait: Option<Duration>, cap: Option<Duration>) -> Bounds {
         Bounds {
-            wait,
-            cap,
             wait_ns: wait.map_or(u64::MAX, nanos),
             cap_ns: cap.map_or(u64::MAX, nanos),
         }
+    }
+
+    /// The idle bound (`response_timeout`), as given.
+    fn wait(&self) -> Option<Duration> {
+        (self.wait_ns != u64::MAX).then(|| Duration::from_nanos(self.wait_ns))
+    }
+
+    /// The overall cap (`attempt_timeout`), as given.
+    fn cap(&self) -> Option<Duration> {
+        (self.cap_ns != u64::MAX).then(|| Duration::from_nanos(self.cap_ns))
     }
 }
 

@@ -85,11 +85,11 @@ impl<B> std::fmt::Debug for RetryBody<B> {
         let lazy = matches!(&self.inner, Inner::Boxed(o) if matches!(**o, Other::Lazy { .. }));
         if lazy {
             f.debug_struct("RetryBody::Lazy")
-                .field("hint", &self.size_hint_any())
+                .field("hint", &self.known_hint())
                 .finish()
         } else {
             f.debug_struct("RetryBody::Full")
-                .field("len", &self.size_hint_any().exact())
+                .field("len", &self.known_hint().exact())
                 .finish()
         }
     }
@@ -122,24 +122,23 @@ impl<B> RetryBody<B> {
     /// Tell `progress` of every frame handed out.
     pub(crate) fn with_progress(self, progress: Arc<Progress>) -> Self {
         let other = match self.inner {
-            Inner::Full(bytes) => Other::Tracked(bytes, progress),
+            Inner::Full(bytes) => Box::new(Other::Tracked(bytes, progress)),
             Inner::Boxed(mut other) => {
                 match &mut *other {
                     Other::Tracked(_, p) => *p = progress,
                     Other::Lazy { progress: p, .. } => *p = Some(progress),
                 }
-                return RetryBody {
-                    inner: Inner::Boxed(other),
-                };
+                other
             }
         };
         RetryBody {
-            inner: Inner::Boxed(Box::new(other)),
+            inner: Inner::Boxed(other),
         }
     }
 
-    /// The size hint without the body's bounds (for `Debug`).
-    fn size_hint_any(&self) -> SizeHint {
+    /// The size hint known before the caller's body is taken: the buffered bytes' length, or
+    /// the hint the caller's body gave.
+    fn known_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.len() as u64),
             Inner::Boxed(other) => match &**other {
@@ -223,9 +222,9 @@ where
         match &self.inner {
             Inner::Boxed(other) => match &**other {
                 Other::Lazy { taken: Some(b), .. } => b.size_hint(),
-                _ => self.size_hint_any(),
+                _ => self.known_hint(),
             },
-            Inner::Full(_) => self.size_hint_any(),
+            Inner::Full(_) => self.known_hint(),
         }
     }
 }

@@ -250,25 +250,18 @@ where
         let end = body.is_end_stream();
         let hint = body.size_hint();
         let bounded = cfg.response_timeout.is_some() || cfg.attempt_timeout.is_some();
-        if (!end && buffers(cfg, idempotent, &hint))
-            || cfg.retry.hedge.enabled()
-            || (bounded && !core.head_waits.has_thread())
-        {
+        let buffer = !end && buffers(cfg, idempotent, &hint);
+        if buffer || cfg.retry.hedge.enabled() || (bounded && !core.head_waits.has_thread()) {
             // The readied instance goes with the request; this handle keeps a copy.
             let copy = svc.inner.clone();
             let ready = std::mem::replace(&mut svc.inner, copy);
-            let fut = send(balancer.clone(), ready, parts, body, idempotent);
+            let fut = send(balancer.clone(), ready, parts, body, idempotent, buffer);
             return ResponseFuture {
                 sent: None,
                 state: State::Looping(Box::pin(fut)),
             };
         }
-        let source = if end {
-            Source::Replay(Bytes::new())
-        } else {
-            Source::Stream(Arc::new(Slot::new(body, hint, false)))
-        };
-        let call = Call::new(cfg, parts, source);
+        let call = Call::new(cfg, parts, Source::unbuffered(body, hint, end));
         let mut attempts = balancer.attempts(idempotent, call.source.replayable());
         let lease = match attempts.pick() {
             Ok(lease) => lease,
@@ -386,6 +379,16 @@ enum Source<B> {
 }
 
 impl<B> Source<B> {
+    /// The caller's body as it comes: nothing to send when it is known to be empty, else
+    /// streamed once.
+    fn unbuffered(body: B, hint: http_body::SizeHint, end: bool) -> Self {
+        if end {
+            Source::Replay(Bytes::new())
+        } else {
+            Source::Stream(Arc::new(Slot::new(body, hint, end)))
+        }
+    }
+
     fn body(&self) -> RetryBody<B> {
         match self {
             Source::Replay(b) => RetryBody::full(b.clone()),
@@ -598,14 +601,15 @@ fn not_ready(lease: Lease, e: BoxError) -> Error {
     Error::new(Kind::Request).with_source(e)
 }
 
-/// The general request path: the body buffered when a retry after sending (or a hedge) could
-/// use it, then the hedged loop or the plain one.
+/// The general request path: the body buffered when `buffer` (a retry after sending, or a
+/// hedge, could use it: see [`buffers`]), then the hedged loop or the plain one.
 async fn send<S, B, RB>(
     balancer: Balancer,
     inner: S,
     parts: http::request::Parts,
     body: B,
     idempotent: bool,
+    buffer: bool,
 ) -> Result<Response<RB>, Error>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
@@ -616,20 +620,16 @@ where
     RB: Send + 'static,
 {
     let cfg = &balancer.core.cfg;
-    let hint = body.size_hint();
-    let source = if body.is_end_stream() {
-        Source::Replay(Bytes::new())
-    } else if buffers(cfg, idempotent, &hint) {
-        let limit = cfg.retry.buffer;
-        let bytes = http_body_util::Limited::new(body, limit)
+    let source = if buffer {
+        let bytes = http_body_util::Limited::new(body, cfg.retry.buffer)
             .collect()
             .await
             .map_err(|e| Error::new(Kind::Body).with_source(e))?
             .to_bytes();
         Source::Replay(bytes)
     } else {
-        let end = body.is_end_stream();
-        Source::Stream(Arc::new(Slot::new(body, hint, end)))
+        let (hint, end) = (body.size_hint(), body.is_end_stream());
+        Source::unbuffered(body, hint, end)
     };
     let call = Call::new(cfg, parts, source);
     let mut attempts = balancer.attempts(idempotent, call.source.replayable());
