@@ -12,18 +12,30 @@
 //!
 //! Criterion measures one client after the other, so on a noisy machine drift between them easily
 //! exceeds the few percent the goal is about. After the criterion groups, an *interleaved* pass
-//! alternates short blocks of the three clients (rotating their order) and prints, per variant,
+//! alternates short blocks of the clients (rotating their order) and prints, per variant,
 //! the median µs/request of each and the median of the per-round ratios
 //! `baseline time / sidekick time` — each ratio from blocks measured back to back — and, on Linux,
 //! the process CPU time per request (all threads, from `/proc/self/task/*/schedstat`), which
-//! preemption by other processes does not inflate.
+//! preemption by other processes does not inflate, and the calling thread's share of it (the
+//! thread that polls the clients' futures, where the layer's own work runs; the rest is the
+//! runtime's workers and the kernel work of waking and parking them).
+//!
+//! Two reference clients, in the interleaved pass only, put the figures in context: the bare
+//! client called the way tower calls a service (`clone().oneshot(req)`: what the idiom alone
+//! costs), and the *floor*, a minimal layer written here that does only what any balancing
+//! layer must do per request — pick an endpoint through the engine, point the URI at it, finish
+//! the lease when the head arrives — unboxed, without retries, head-wait bounds or anything
+//! else. What the floor costs over the baseline, no balancing layer can avoid.
 //!
 //! Goal (issue 15): the layer adds ≤ 0.5 µs of CPU per request and keeps ≥ 0.99× the bare
 //! client's rate (baseline time / layer time).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,11 +48,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sidekick::service::{RetryBody, Sidekick, SidekickLayer};
-use sidekick::Balancer;
+use sidekick::{Balancer, EndpointId, Lease, Outcome};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, JoinSet};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 const BODY_LEN: usize = 1024;
 const PATH: &str = "/obj";
@@ -53,6 +65,119 @@ const PAIRED_CAP: Duration = Duration::from_secs(12);
 
 type Baseline = HyperClient<HttpConnector, Full<Bytes>>;
 type Layered = Sidekick<HyperClient<HttpConnector, RetryBody<Full<Bytes>>>>;
+
+// ===== the floor: the least a balancing layer does per request =====
+
+/// Pick through the engine, point the URI at the endpoint, finish the lease on the head.
+#[derive(Clone)]
+struct Floor<S> {
+    inner: S,
+    balancer: Balancer,
+    /// The last endpoint's scheme and authority, parsed once (the layer caches them too).
+    last: Option<(EndpointId, http::uri::Scheme, http::uri::Authority)>,
+}
+
+impl<S> Floor<S> {
+    fn base(&mut self, lease: &Lease) -> Option<(http::uri::Scheme, http::uri::Authority)> {
+        match &self.last {
+            Some((id, scheme, authority)) if *id == lease.id() => {
+                Some((scheme.clone(), authority.clone()))
+            }
+            _ => {
+                let target = lease.target();
+                let scheme: http::uri::Scheme = target.scheme().parse().ok()?;
+                let authority: http::uri::Authority = target.authority().parse().ok()?;
+                self.last = Some((lease.id(), scheme.clone(), authority.clone()));
+                Some((scheme, authority))
+            }
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Floor<S>
+where
+    S: Service<Request<B>, Response = Response<Incoming>>,
+    S::Error: Into<sidekick::BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = sidekick::BoxError;
+    type Future = FloorFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let lease = match self.balancer.pick() {
+            Ok(lease) => lease,
+            Err(e) => {
+                return FloorFuture::Failed {
+                    error: Some(e.into()),
+                }
+            }
+        };
+        let Some((scheme, authority)) = self.base(&lease) else {
+            lease.finish(Outcome::Failed);
+            return FloorFuture::Failed {
+                error: Some("the endpoint's URL does not parse".into()),
+            };
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(authority);
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        match http::Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => {
+                lease.finish(Outcome::Failed);
+                return FloorFuture::Failed {
+                    error: Some(e.into()),
+                };
+            }
+        }
+        FloorFuture::Sent {
+            fut: self.inner.call(req),
+            lease: Some(lease),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = FloorProj]
+    enum FloorFuture<F> {
+        Sent { #[pin] fut: F, lease: Option<Lease> },
+        Failed { error: Option<sidekick::BoxError> },
+    }
+}
+
+impl<F, E> Future for FloorFuture<F>
+where
+    F: Future<Output = Result<Response<Incoming>, E>>,
+    E: Into<sidekick::BoxError>,
+{
+    type Output = Result<Response<Incoming>, sidekick::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            FloorProj::Sent { fut, lease } => {
+                let r = std::task::ready!(fut.poll(cx)).map_err(Into::into);
+                if let Some(lease) = lease.take() {
+                    lease.finish(match &r {
+                        Ok(resp) if resp.status().is_server_error() => {
+                            Outcome::Status(resp.status().as_u16())
+                        }
+                        Ok(_) => Outcome::Success,
+                        Err(_) => Outcome::Failed,
+                    });
+                }
+                Poll::Ready(r)
+            }
+            FloorProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "polled after its end".into()))),
+        }
+    }
+}
 
 // ===== the backend =====
 
@@ -105,16 +230,31 @@ enum Path {
     Baseline,
     Layer,
     Client,
+    /// Reference: the bare client called as a tower service (`clone().oneshot(req)`).
+    TowerBaseline,
+    /// Reference: the minimal balancing layer ([`Floor`]).
+    Floor,
 }
 
 impl Path {
-    const ALL: [Path; 3] = [Path::Baseline, Path::Layer, Path::Client];
+    /// The clients criterion measures.
+    const MAIN: [Path; 3] = [Path::Baseline, Path::Layer, Path::Client];
+    /// Every client, in the interleaved pass.
+    const ALL: [Path; 5] = [
+        Path::Baseline,
+        Path::Layer,
+        Path::Client,
+        Path::TowerBaseline,
+        Path::Floor,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Path::Baseline => "baseline_hyper",
             Path::Layer => "sidekick_layer",
             Path::Client => "sidekick_client",
+            Path::TowerBaseline => "ref_hyper_via_tower",
+            Path::Floor => "ref_floor_layer",
         }
     }
 }
@@ -127,10 +267,12 @@ struct Clients {
     baseline: Baseline,
     layered: Layered,
     client: sidekick::Client,
+    tower: Baseline,
+    floor: Floor<Baseline>,
 }
 
 impl Clients {
-    /// Build the three clients for the backend at `site` (call inside the runtime).
+    /// Build the clients for the backend at `site` (call inside the runtime).
     fn new(site: &str) -> Clients {
         let url = format!("{site}{PATH}").parse().expect("url");
         let baseline = HyperClient::builder(TokioExecutor::new()).build(connector());
@@ -147,12 +289,23 @@ impl Clients {
             .health_check(false)
             .build_client()
             .expect("sidekick::Client");
+        let floor = Floor {
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector()),
+            balancer: Balancer::builder()
+                .site(site)
+                .health_check(false)
+                .build()
+                .expect("balancer"),
+            last: None,
+        };
         Clients {
             url,
             path: PATH.parse().expect("path"),
             baseline,
             layered,
             client,
+            tower: HyperClient::builder(TokioExecutor::new()).build(connector()),
+            floor,
         }
     }
 
@@ -172,6 +325,18 @@ impl Clients {
                 self.layered.clone().oneshot(req).await.expect("layer GET")
             }
             Path::Client => self.client.get(PATH).await.expect("sidekick::Client GET"),
+            Path::TowerBaseline => {
+                let req = Request::get(self.url.clone())
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                self.tower.clone().oneshot(req).await.expect("tower GET")
+            }
+            Path::Floor => {
+                let req = Request::get(self.path.clone())
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                self.floor.clone().oneshot(req).await.expect("floor GET")
+            }
         };
         assert_eq!(resp.status(), StatusCode::OK);
         let len = resp
@@ -209,6 +374,12 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// CPU time (ns) of the calling thread (Linux `/proc/thread-self/schedstat`).
+fn thread_cpu() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// CPU time (ns) and times scheduled in, summed over this process's threads (Linux
 /// `/proc/self/task/*/schedstat`); `None` elsewhere.
 fn cpu_snapshot() -> Option<(u64, u64)> {
@@ -228,31 +399,28 @@ fn cpu_snapshot() -> Option<(u64, u64)> {
     Some((ns, runs))
 }
 
-/// Alternate blocks of `batches` batches of each client, rotating the order every round; print
-/// the median µs/request of each and the median per-round ratio baseline / sidekick.
+/// Alternate blocks of `batches` batches of each client, rotating the order every round (and
+/// reversing it every other round); print the median µs/request of each and the median
+/// per-round ratio baseline / client.
 fn interleaved(rt: &Runtime, clients: &Clients, label: &str, concurrency: usize, batches: usize) {
-    const ORDERS: [[usize; 3]; 6] = [
-        [0, 1, 2],
-        [1, 2, 0],
-        [2, 0, 1],
-        [0, 2, 1],
-        [2, 1, 0],
-        [1, 0, 2],
-    ];
+    const N: usize = Path::ALL.len();
     let per_block = (batches * concurrency) as f64;
-    let mut us: [Vec<f64>; 3] = Default::default();
-    let mut cpu: [Vec<f64>; 3] = Default::default();
-    let mut sw: [Vec<f64>; 3] = Default::default();
-    let mut ratio_layer = Vec::with_capacity(PAIRED_ROUNDS);
-    let mut ratio_client = Vec::with_capacity(PAIRED_ROUNDS);
+    let mut us: [Vec<f64>; N] = Default::default();
+    let mut cpu: [Vec<f64>; N] = Default::default();
+    let mut sw: [Vec<f64>; N] = Default::default();
+    let mut own: [Vec<f64>; N] = Default::default();
+    let mut ratio: [Vec<f64>; N] = Default::default();
     let start = Instant::now();
     for round in 0..PAIRED_ROUNDS {
         if start.elapsed() > PAIRED_CAP {
             break;
         }
-        let mut this = [0f64; 3];
-        for &i in &ORDERS[round % ORDERS.len()] {
+        let mut this = [0f64; N];
+        for k in 0..N {
+            let k = if round % 2 == 0 { k } else { N - 1 - k };
+            let i = (k + round / 2) % N;
             let path = Path::ALL[i];
+            let t0 = thread_cpu();
             let c0 = cpu_snapshot();
             let t = Instant::now();
             rt.block_on(async {
@@ -265,28 +433,60 @@ fn interleaved(rt: &Runtime, clients: &Clients, label: &str, concurrency: usize,
                 cpu[i].push(b.0.saturating_sub(a.0) as f64 / 1e3 / per_block);
                 sw[i].push(b.1.saturating_sub(a.1) as f64 / per_block);
             }
+            if let (Some(a), Some(b)) = (t0, thread_cpu()) {
+                own[i].push(b.saturating_sub(a) as f64 / 1e3 / per_block);
+            }
         }
-        for (v, t) in us.iter_mut().zip(this) {
-            v.push(t);
+        for i in 0..N {
+            us[i].push(this[i]);
+            ratio[i].push(this[0] / this[i]);
         }
-        ratio_layer.push(this[0] / this[1]);
-        ratio_client.push(this[0] / this[2]);
     }
-    let rounds = ratio_layer.len();
-    let cpu = cpu.map(|mut v| median(&mut v));
-    let sw = sw.map(|mut v| median(&mut v));
-    let [b, l, c] = us.map(|mut v| median(&mut v));
-    println!(
-        "interleaved {label}: {rounds} rounds × {} req/client/round | median µs/req: {} {b:.2}, {} {l:.2}, {} {c:.2} | median ratio baseline/ours: layer {:.3}, client {:.3}",
-        per_block as usize,
-        Path::Baseline.name(),
-        Path::Layer.name(),
-        Path::Client.name(),
-        median(&mut ratio_layer),
-        median(&mut ratio_client),
+    let rounds = ratio[0].len();
+    let med = |v: &mut [Vec<f64>; N]| -> [f64; N] {
+        let mut out = [f64::NAN; N];
+        for (o, v) in out.iter_mut().zip(v.iter_mut()) {
+            *o = median(v);
+        }
+        out
+    };
+    let (us, cpu, sw, own, ratio) = (
+        med(&mut us),
+        med(&mut cpu),
+        med(&mut sw),
+        med(&mut own),
+        med(&mut ratio),
     );
     println!(
-        "  {label}: process CPU µs/req (all threads, schedstat) {cpu:.2?}, thread sched-ins/req {sw:.2?} [baseline, layer, client]"
+        "interleaved {label}: {rounds} rounds × {} req/client/round | median µs/req: {} {:.2}, {} {:.2}, {} {:.2} | median ratio baseline/ours: layer {:.3}, client {:.3}",
+        per_block as usize,
+        Path::Baseline.name(),
+        us[0],
+        Path::Layer.name(),
+        us[1],
+        Path::Client.name(),
+        us[2],
+        ratio[1],
+        ratio[2],
+    );
+    println!(
+        "  {label}: process CPU µs/req (all threads, schedstat) {:.2?}, thread sched-ins/req {:.2?}, calling thread CPU µs/req {:.2?} [baseline, layer, client]",
+        &cpu[..3],
+        &sw[..3],
+        &own[..3],
+    );
+    println!(
+        "  {label} references: {} {:.2} µs/req (ratio {:.3}), process CPU {:.2}, calling thread {:.2}; {} {:.2} µs/req (ratio {:.3}), process CPU {:.2}, calling thread {:.2}",
+        Path::TowerBaseline.name(),
+        us[3],
+        ratio[3],
+        cpu[3],
+        own[3],
+        Path::Floor.name(),
+        us[4],
+        ratio[4],
+        cpu[4],
+        own[4],
     );
 }
 
@@ -318,7 +518,7 @@ fn bench_layer(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(5))
             .sample_size(60)
             .throughput(Throughput::Elements(concurrency as u64));
-        for path in Path::ALL {
+        for path in Path::MAIN {
             group.bench_function(path.name(), |b| {
                 b.to_async(&rt)
                     .iter(|| async { black_box(clients.batch(path, concurrency).await) })
@@ -335,6 +535,7 @@ fn bench_layer(c: &mut Criterion) {
     for (name, b) in [
         ("layer", clients.layered.balancer()),
         ("client", clients.client.balancer()),
+        ("floor", &clients.floor.balancer),
     ] {
         for e in b.endpoints() {
             assert_eq!(e.failures, 0, "{name}: {e:?}");
