@@ -31,11 +31,8 @@
 //! client's rate (baseline time / layer time).
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,11 +45,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sidekick::service::{RetryBody, Sidekick, SidekickLayer};
-use sidekick::{Balancer, EndpointId, Lease, Outcome};
+use sidekick::Balancer;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, JoinSet};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 const BODY_LEN: usize = 1024;
 const PATH: &str = "/obj";
@@ -68,116 +65,9 @@ type Layered = Sidekick<HyperClient<HttpConnector, RetryBody<Full<Bytes>>>>;
 
 // ===== the floor: the least a balancing layer does per request =====
 
-/// Pick through the engine, point the URI at the endpoint, finish the lease on the head.
-#[derive(Clone)]
-struct Floor<S> {
-    inner: S,
-    balancer: Balancer,
-    /// The last endpoint's scheme and authority, parsed once (the layer caches them too).
-    last: Option<(EndpointId, http::uri::Scheme, http::uri::Authority)>,
-}
-
-impl<S> Floor<S> {
-    fn base(&mut self, lease: &Lease) -> Option<(http::uri::Scheme, http::uri::Authority)> {
-        match &self.last {
-            Some((id, scheme, authority)) if *id == lease.id() => {
-                Some((scheme.clone(), authority.clone()))
-            }
-            _ => {
-                let target = lease.target();
-                let scheme: http::uri::Scheme = target.scheme().parse().ok()?;
-                let authority: http::uri::Authority = target.authority().parse().ok()?;
-                self.last = Some((lease.id(), scheme.clone(), authority.clone()));
-                Some((scheme, authority))
-            }
-        }
-    }
-}
-
-impl<S, B> Service<Request<B>> for Floor<S>
-where
-    S: Service<Request<B>, Response = Response<Incoming>>,
-    S::Error: Into<sidekick::BoxError>,
-{
-    type Response = Response<Incoming>;
-    type Error = sidekick::BoxError;
-    type Future = FloorFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let lease = match self.balancer.pick() {
-            Ok(lease) => lease,
-            Err(e) => {
-                return FloorFuture::Failed {
-                    error: Some(e.into()),
-                }
-            }
-        };
-        let Some((scheme, authority)) = self.base(&lease) else {
-            lease.finish(Outcome::Failed);
-            return FloorFuture::Failed {
-                error: Some("the endpoint's URL does not parse".into()),
-            };
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(scheme);
-        parts.authority = Some(authority);
-        parts.path_and_query = req.uri().path_and_query().cloned();
-        match http::Uri::from_parts(parts) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => {
-                lease.finish(Outcome::Failed);
-                return FloorFuture::Failed {
-                    error: Some(e.into()),
-                };
-            }
-        }
-        FloorFuture::Sent {
-            fut: self.inner.call(req),
-            lease: Some(lease),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = FloorProj]
-    enum FloorFuture<F> {
-        Sent { #[pin] fut: F, lease: Option<Lease> },
-        Failed { error: Option<sidekick::BoxError> },
-    }
-}
-
-impl<F, E> Future for FloorFuture<F>
-where
-    F: Future<Output = Result<Response<Incoming>, E>>,
-    E: Into<sidekick::BoxError>,
-{
-    type Output = Result<Response<Incoming>, sidekick::BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            FloorProj::Sent { fut, lease } => {
-                let r = std::task::ready!(fut.poll(cx)).map_err(Into::into);
-                if let Some(lease) = lease.take() {
-                    lease.finish(match &r {
-                        Ok(resp) if resp.status().is_server_error() => {
-                            Outcome::Status(resp.status().as_u16())
-                        }
-                        Ok(_) => Outcome::Success,
-                        Err(_) => Outcome::Failed,
-                    });
-                }
-                Poll::Ready(r)
-            }
-            FloorProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "polled after its end".into()))),
-        }
-    }
-}
+#[path = "support/floor.rs"]
+mod floor;
+use floor::Floor;
 
 // ===== the backend =====
 
@@ -289,15 +179,14 @@ impl Clients {
             .health_check(false)
             .build_client()
             .expect("sidekick::Client");
-        let floor = Floor {
-            inner: HyperClient::builder(TokioExecutor::new()).build(connector()),
-            balancer: Balancer::builder()
+        let floor = Floor::new(
+            Balancer::builder()
                 .site(site)
                 .health_check(false)
                 .build()
                 .expect("balancer"),
-            last: None,
-        };
+            HyperClient::builder(TokioExecutor::new()).build(connector()),
+        );
         Clients {
             url,
             path: PATH.parse().expect("path"),
@@ -535,7 +424,7 @@ fn bench_layer(c: &mut Criterion) {
     for (name, b) in [
         ("layer", clients.layered.balancer()),
         ("client", clients.client.balancer()),
-        ("floor", &clients.floor.balancer),
+        ("floor", clients.floor.balancer()),
     ] {
         for e in b.endpoints() {
             assert_eq!(e.failures, 0, "{name}: {e:?}");

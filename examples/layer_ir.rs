@@ -6,11 +6,13 @@
 //! for each client with two request counts and divide the difference of the totals by the
 //! difference of the counts: start-up, the in-process server's setup and the warm-up cancel out,
 //! leaving the instructions of one request (client, server and kernel-facing code together, so
-//! `layer − baseline` is what the layer adds).
+//! `layer − baseline` is what the layer adds). `floor` is the minimal balancing layer of
+//! `benches/support/floor.rs` (pick, URI, finish, nothing else): `floor − baseline` is what no
+//! layer over the engine can avoid.
 //!
 //! ```text
 //! cargo build --release --features client --example layer_ir
-//! for path in baseline layer client; do for n in 2000 4000; do
+//! for path in baseline layer client floor; do for n in 2000 4000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!       target/release/examples/layer_ir $path $n 2>&1 | grep 'refs'
 //! done; done
@@ -38,6 +40,9 @@ use sidekick::Balancer;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 
+#[path = "../benches/support/floor.rs"]
+mod floor;
+
 /// Requests before the counted ones (connection set-up, first-use costs).
 const WARM_UP: usize = 500;
 
@@ -52,8 +57,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !matches!(path.as_str(), "baseline" | "layer" | "client") {
-        eprintln!("layer_ir: the client is one of baseline, layer, client (got {path:?})");
+    if !matches!(path.as_str(), "baseline" | "layer" | "client" | "floor") {
+        eprintln!("layer_ir: the client is one of baseline, layer, client, floor (got {path:?})");
         return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -134,6 +139,24 @@ async fn run(path: &str, count: usize) -> Result<usize, Box<dyn std::error::Erro
                 let req = Request::get(path.clone()).body(Full::new(Bytes::new()))?;
                 let resp = svc.clone().oneshot(req).await?;
                 total += resp.into_body().collect().await?.to_bytes().len();
+            }
+        }
+        "floor" => {
+            let balancer = Balancer::builder()
+                .site(&site)
+                .health_check(false)
+                .build()?;
+            let inner: HyperClient<_, Full<Bytes>> =
+                HyperClient::builder(TokioExecutor::new()).build(http);
+            let svc = floor::Floor::new(balancer, inner);
+            let path: http::Uri = "/obj".parse()?;
+            for _ in 0..WARM_UP + count {
+                let req = Request::get(path.clone()).body(Full::new(Bytes::new()))?;
+                let resp = svc.clone().oneshot(req).await.map_err(|e| e.to_string())?;
+                total += resp.into_body().collect().await?.to_bytes().len();
+            }
+            if let Some(e) = svc.balancer().endpoints().iter().find(|e| e.failures > 0) {
+                return Err(format!("the floor's requests failed: {e:?}").into());
             }
         }
         _ => {
