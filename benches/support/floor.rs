@@ -6,8 +6,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::uri::{Authority, Scheme};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use sidekick::{Balancer, EndpointId, Lease, Outcome};
@@ -18,17 +20,26 @@ use tower::Service;
 pub struct Floor<S> {
     inner: S,
     balancer: Balancer,
-    /// The last endpoint's scheme and authority, parsed once (the layer caches them too).
-    last: Option<(EndpointId, http::uri::Scheme, http::uri::Authority)>,
+    /// Every endpoint's scheme and authority, parsed once and shared by the clones (the layer
+    /// keeps them parsed too).
+    bases: Arc<Vec<(EndpointId, Scheme, Authority)>>,
 }
 
 impl<S> Floor<S> {
     /// `inner` behind the minimal use of `balancer`.
     pub fn new(balancer: Balancer, inner: S) -> Self {
+        let bases = balancer
+            .endpoints()
+            .into_iter()
+            .filter_map(|e| {
+                let uri: http::Uri = e.url.parse().ok()?;
+                Some((e.id, uri.scheme()?.clone(), uri.authority()?.clone()))
+            })
+            .collect();
         Floor {
             inner,
             balancer,
-            last: None,
+            bases: Arc::new(bases),
         }
     }
 
@@ -37,19 +48,17 @@ impl<S> Floor<S> {
         &self.balancer
     }
 
-    fn base(&mut self, lease: &Lease) -> Option<(http::uri::Scheme, http::uri::Authority)> {
-        match &self.last {
-            Some((id, scheme, authority)) if *id == lease.id() => {
-                Some((scheme.clone(), authority.clone()))
-            }
-            _ => {
-                let target = lease.target();
-                let scheme: http::uri::Scheme = target.scheme().parse().ok()?;
-                let authority: http::uri::Authority = target.authority().parse().ok()?;
-                self.last = Some((lease.id(), scheme.clone(), authority.clone()));
-                Some((scheme, authority))
-            }
+    /// The scheme and authority of the lease's endpoint (parsed here for an endpoint that
+    /// joined after `new`).
+    fn base(&self, lease: &Lease) -> Option<(Scheme, Authority)> {
+        if let Some((_, scheme, authority)) = self.bases.iter().find(|b| b.0 == lease.id()) {
+            return Some((scheme.clone(), authority.clone()));
         }
+        let target = lease.target();
+        Some((
+            target.scheme().parse().ok()?,
+            target.authority().parse().ok()?,
+        ))
     }
 }
 
