@@ -120,6 +120,7 @@ use crate::error::{find_source, BoxError, Error};
 use crate::head_wait::{self, Progress};
 use crate::resume::{Plan, ResumeBody};
 use crate::retry::{classify, is_idempotent_request};
+use crate::sync::lock;
 use crate::transport::{self, Connector};
 
 type Pool = HyperClient<Connector, AttemptBody>;
@@ -158,11 +159,6 @@ impl fmt::Debug for SidekickHttpClient {
             .field("balancer", &self.shared.balancer)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Caches only: a panic elsewhere cannot leave them inconsistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SidekickHttpClient {

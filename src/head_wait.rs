@@ -37,13 +37,14 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
 use crate::clock::Clock;
+use crate::sync::lock;
 
 /// An attempt's wait: when it started, when its request body last moved, and whether the
 /// watchdog found it past its deadline. Shared by the attempt's body, its wait and the watchdog.
@@ -201,10 +202,6 @@ struct Waits {
 /// Ended waits kept for reuse.
 const SPARE_MAX: usize = 64;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -328,10 +325,22 @@ impl Watchdog {
         }
     }
 
-    /// Stop watching `entry`'s wait.
+    /// Stop watching `entry`'s wait: off the list, its state kept for reuse (up to
+    /// [`SPARE_MAX`]).
     pub(crate) fn leave(&self, entry: Entry) {
-        if let Some(Some(shared)) = self.shared.get() {
-            leave(shared, entry.slot);
+        let Some(Some(shared)) = self.shared.get() else {
+            return;
+        };
+        let mut waits = lock(&shared.waits);
+        let Some((progress, _, _)) = waits.slots.get_mut(entry.slot).and_then(Option::take) else {
+            return;
+        };
+        waits.open -= 1;
+        waits.free.push(entry.slot);
+        if waits.spare.len() < SPARE_MAX {
+            // Its task is not kept alive by a spare.
+            drop(progress.waker.take());
+            waits.spare.push(progress);
         }
     }
 }
@@ -390,21 +399,6 @@ impl Drop for Watched<'_> {
         if let Some(entry) = self.entry.take() {
             self.dog.leave(entry);
         }
-    }
-}
-
-/// Take the wait in `slot` off the list (its state kept for reuse, up to [`SPARE_MAX`]).
-fn leave(shared: &Shared, slot: usize) {
-    let mut waits = lock(&shared.waits);
-    let Some((progress, _, _)) = waits.slots.get_mut(slot).and_then(Option::take) else {
-        return;
-    };
-    waits.open -= 1;
-    waits.free.push(slot);
-    if waits.spare.len() < SPARE_MAX {
-        // Its task is not kept alive by a spare.
-        drop(progress.waker.take());
-        waits.spare.push(progress);
     }
 }
 

@@ -63,6 +63,7 @@ mod resume;
 pub mod retry;
 pub mod site;
 mod spillover;
+mod sync;
 mod target;
 mod transport;
 mod view;

@@ -7,6 +7,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::error::BoxError;
 use crate::head_wait::Progress;
+use crate::sync::lock;
 
 /// The request body handed to the inner service for one attempt.
 ///
@@ -42,41 +43,29 @@ enum Other<B> {
     },
 }
 
-/// A streaming body shared by the attempts of one request, read by at most one of them.
+/// A streaming body shared by the attempts of one request, read by at most one of them. Only a
+/// body not known to be empty goes in a slot (an empty one is sent as empty bytes).
 pub(crate) struct Slot<B> {
     body: Mutex<Option<B>>,
     hint: SizeHint,
-    end: bool,
 }
 
 impl<B> Slot<B> {
-    /// A slot holding `body`, with its size hint and end-of-stream flag as read before.
-    pub(crate) fn new(body: B, hint: SizeHint, end: bool) -> Self {
+    /// A slot holding `body`, with its size hint as read before.
+    pub(crate) fn new(body: B, hint: SizeHint) -> Self {
         Slot {
             body: Mutex::new(Some(body)),
             hint,
-            end,
         }
     }
 
     /// Whether the body is still in the slot (no attempt read any of it).
     pub(crate) fn intact(&self) -> bool {
-        match self.body.lock() {
-            Ok(g) => g.is_some(),
-            Err(p) => p.into_inner().is_some(),
-        }
-    }
-
-    /// Whether the body was known to be empty.
-    pub(crate) fn end(&self) -> bool {
-        self.end
+        lock(&self.body).is_some()
     }
 
     fn take(&self) -> Option<B> {
-        match self.body.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        }
+        lock(&self.body).take()
     }
 }
 
@@ -210,10 +199,7 @@ where
             Inner::Full(b) => b.is_empty(),
             Inner::Boxed(other) => match &**other {
                 Other::Tracked(b, _) => b.is_empty(),
-                Other::Lazy { slot, taken, .. } => match taken {
-                    Some(b) => b.is_end_stream(),
-                    None => slot.end,
-                },
+                Other::Lazy { taken, .. } => taken.as_ref().is_some_and(|b| b.is_end_stream()),
             },
         }
     }
@@ -250,7 +236,6 @@ mod tests {
         let slot = Arc::new(Slot::new(
             Full::new(Bytes::from_static(b"abc")),
             SizeHint::with_exact(3),
-            false,
         ));
         let unread: RetryBody<Full<Bytes>> = RetryBody::lazy(slot.clone());
         assert_eq!(unread.size_hint().exact(), Some(3));

@@ -62,6 +62,7 @@ use crate::balancer::{Balancer, HostPolicy, Lease, Outcome};
 use crate::error::{BoxError, Error, Kind};
 use crate::head_wait::{self, Entry, Progress, Watchdog};
 use crate::retry::{classify, is_idempotent_request, Attempts, Decision};
+use crate::sync::lock;
 
 /// A tower [`Layer`] that balances requests over a [`Balancer`]'s endpoints.
 #[derive(Clone, Debug)]
@@ -356,10 +357,6 @@ where
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The error of a future polled in a state it cannot be in (polled after its end, for one).
 fn lost(what: &str) -> Error {
     Error::new(Kind::Request).with_source(format!("the response future was polled for {what}"))
@@ -385,7 +382,7 @@ impl<B> Source<B> {
         if end {
             Source::Replay(Bytes::new())
         } else {
-            Source::Stream(Arc::new(Slot::new(body, hint, end)))
+            Source::Stream(Arc::new(Slot::new(body, hint)))
         }
     }
 
@@ -400,7 +397,7 @@ impl<B> Source<B> {
     fn is_empty(&self) -> bool {
         match self {
             Source::Replay(b) => b.is_empty(),
-            Source::Stream(slot) => slot.end(),
+            Source::Stream(_) => false,
         }
     }
 
